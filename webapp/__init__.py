@@ -1,0 +1,85 @@
+"""The application factory. Reads like a table of contents."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import errors, headers
+from .config import apply_derived_settings, load_config
+from .extensions import csrf, db, limiter, migrate
+from .sessions import SessionPolicy
+from .tokens import KeyRing
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str] | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+        instance_path=str(PROJECT_ROOT / "instance"),
+    )
+    app.config.update(load_config(os.environ if environ is None else environ, Path(app.instance_path)))
+    app.config["CLOCK"] = lambda: datetime.now(timezone.utc)
+    if test_config:
+        app.config.update(test_config)
+    apply_derived_settings(app.config)
+
+    if app.config["TRUSTED_PROXIES"]:
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    app.extensions["session_policy"] = build_session_policy(app.config)
+    register_extensions(app)
+    register_blueprints(app)
+    errors.register_error_handlers(app)
+    headers.register_security_headers(app)
+    register_commands(app)
+    return app
+
+
+def build_session_policy(config: Mapping) -> SessionPolicy:
+    return SessionPolicy(
+        keys=KeyRing.from_secrets(config["SECRET_KEY"], config["SECRET_KEY_FALLBACKS"]),
+        issuer=config["JWT_ISSUER"],
+        audience=config["JWT_AUDIENCE"],
+        access_ttl=config["ACCESS_TOKEN_TTL"],
+        refresh_ttl=config["REFRESH_TOKEN_TTL"],
+        max_age=config["SESSION_MAX_AGE"],
+        reuse_grace=config["REFRESH_REUSE_GRACE"],
+        max_sessions_per_user=config["MAX_SESSIONS_PER_USER"],
+    )
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    # CSRF first: its before-request check must run before authentication, so a forged
+    # POST is refused before it can rotate anything.
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from .account.views import bp as account_bp
+    from .api.views import bp as api_bp
+    from .auth.views import bp as auth_bp
+    from .main import bp as main_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(main_bp)
+
+
+def register_commands(app: Flask) -> None:
+    from . import cli
+
+    cli.register(app)

@@ -1,0 +1,147 @@
+"""Settings from the environment.
+
+Every setting of the spec's table is read here and nowhere else. Secrets have no
+fallback in production: `load_config` raises `ConfigError` and the app refuses to
+start, saying which variable is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+APP_ENVS = ("development", "testing", "production")
+_TRUE = {"1", "true", "on", "yes"}
+_FALSE = {"0", "false", "off", "no"}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of 1/0, true/false, on/off (got {value!r})")
+
+
+def parse_int(name: str, value: str, *, minimum: int = 0) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number (got {value!r})") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} (got {number})")
+    return number
+
+
+def development_secret_key(instance_path: Path) -> str:
+    """Read the development secret from `instance/`, creating it exactly once.
+
+    Several gunicorn workers may start at the same moment: exclusive creation makes
+    one of them write the key and the others read it.
+    """
+    path = instance_path / "secret_key"
+    instance_path.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            key = path.read_text().strip()
+            if key:
+                return key
+            # Another worker created the file and has not written it yet.
+            time.sleep(0.01)
+        raise ConfigError(f"{path} is empty: delete it and start again") from None
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
+def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
+    """Build the Flask config mapping from environment variables."""
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = environ.get(name)
+        return default if value is None or value.strip() == "" else value
+
+    app_env = get("APP_ENV", "development").strip().lower()
+    if app_env not in APP_ENVS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(APP_ENVS)} (got {app_env!r})")
+    production = app_env == "production"
+
+    secret_key = get("SECRET_KEY")
+    if secret_key is None:
+        if production:
+            raise ConfigError(
+                "SECRET_KEY is not set. In production it is required: set it to a long "
+                "random value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        secret_key = development_secret_key(instance_path)
+    fallbacks = [key.strip() for key in (get("SECRET_KEY_FALLBACKS") or "").split(",") if key.strip()]
+
+    database_url = get("DATABASE_URL") or f"sqlite:///{instance_path / 'webapp.sqlite3'}"
+
+    cookie_secure = parse_bool("COOKIE_SECURE", get("COOKIE_SECURE", "on" if production else "off"))
+    samesite = get("COOKIE_SAMESITE", "Lax").strip().capitalize()
+    if samesite not in ("Lax", "Strict"):
+        raise ConfigError(f"COOKIE_SAMESITE must be Lax or Strict (got {samesite!r})")
+
+    access_ttl = parse_int("ACCESS_TOKEN_TTL", get("ACCESS_TOKEN_TTL", "900"), minimum=1)
+    refresh_ttl = parse_int("REFRESH_TOKEN_TTL", get("REFRESH_TOKEN_TTL", "604800"), minimum=1)
+    max_age = parse_int("SESSION_MAX_AGE", get("SESSION_MAX_AGE", "2592000"), minimum=1)
+
+    return {
+        "APP_ENV": app_env,
+        "TESTING": app_env == "testing",
+        "SECRET_KEY": secret_key,
+        # Flask 3.1 verifies its own session cookie with these too.
+        "SECRET_KEY_FALLBACKS": fallbacks,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "ACCESS_TOKEN_TTL": access_ttl,
+        "REFRESH_TOKEN_TTL": refresh_ttl,
+        "SESSION_MAX_AGE": max_age,
+        "REFRESH_REUSE_GRACE": parse_int("REFRESH_REUSE_GRACE", get("REFRESH_REUSE_GRACE", "10")),
+        "COOKIE_SECURE": cookie_secure,
+        "COOKIE_SAMESITE": samesite,
+        "BCRYPT_ROUNDS": parse_int("BCRYPT_ROUNDS", get("BCRYPT_ROUNDS", "12"), minimum=4),
+        "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
+        "LOGIN_LIMIT_PER_ACCOUNT": get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes"),
+        "LOGIN_LIMIT_PER_IP": get("LOGIN_LIMIT_PER_IP", "50 per 15 minutes"),
+        "MAX_SESSIONS_PER_USER": parse_int("MAX_SESSIONS_PER_USER", get("MAX_SESSIONS_PER_USER", "50"), minimum=1),
+        "TRUSTED_PROXIES": parse_int("TRUSTED_PROXIES", get("TRUSTED_PROXIES", "0")),
+        "PRUNE_AFTER_DAYS": parse_int("PRUNE_AFTER_DAYS", get("PRUNE_AFTER_DAYS", "30")),
+        "SECURITY_EVENT_RETENTION_DAYS": parse_int(
+            "SECURITY_EVENT_RETENTION_DAYS", get("SECURITY_EVENT_RETENTION_DAYS", "90")
+        ),
+        "JWT_ISSUER": get("JWT_ISSUER", "webapp"),
+        "JWT_AUDIENCE": get("JWT_AUDIENCE", "webapp"),
+    }
+
+
+def apply_derived_settings(config: dict) -> None:
+    """Settings that follow from others, applied after test overrides."""
+    secure = config["COOKIE_SECURE"]
+    config.update(
+        # Flask's own cookie carries the CSRF secret: same flags as the auth cookies.
+        SESSION_COOKIE_NAME="__Host-session" if secure else "session",
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE=config["COOKIE_SAMESITE"],
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
+        # CSRF tokens are bound to the Flask session, renewed at sign-in: no timer, so a
+        # sessions page left open all day still works.
+        WTF_CSRF_TIME_LIMIT=None,
+        SQLALCHEMY_TRACK_MODIFICATIONS=False,
+        # Forms here are tiny; anything bigger is an attack or a mistake.
+        MAX_CONTENT_LENGTH=config.get("MAX_CONTENT_LENGTH") or 64 * 1024,
+        RATELIMIT_HEADERS_ENABLED=True,
+    )

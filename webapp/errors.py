@@ -1,0 +1,80 @@
+"""Error pages and JSON errors. Nothing a client sends should end in a 500.
+
+Under /api/ every error is JSON `{"error": ...}`; elsewhere it is a page. A database
+outage is a 503 that leaves the visitor's cookies alone: an outage of ours must never
+sign anybody out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, make_response, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    400: "Bad request",
+    401: "Not signed in",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Too large",
+    415: "Unsupported media type",
+    429: "Too many attempts",
+    500: "Something went wrong",
+    503: "Temporarily unavailable",
+}
+
+
+def wants_json_errors() -> bool:
+    return request.path.startswith("/api/") or request.path in ("/auth/refresh", "/healthz")
+
+
+def error_response(status: int, message: str, *, code: str | None = None) -> Response:
+    title = TITLES.get(status, "Error")
+    if wants_json_errors():
+        response = jsonify(error=code or title.lower().replace(" ", "_"), message=message)
+    else:
+        response = make_response(render_template("error.html", status=status, title=title, message=message))
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_failed(error: CSRFError) -> Response:
+        return error_response(
+            400,
+            "This form has expired or was not sent by this site. Go back, reload the page and try again.",
+            code="csrf_failed",
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        if error.code is None:
+            return error
+        response = error_response(error.code, error.description or TITLES.get(error.code, "Error"))
+        # Keep what the exception says in headers: Retry-After, Allow.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def database_unavailable(error: Exception) -> Response:
+        log.warning("database unavailable: %s", error)
+        try:
+            db.session.rollback()
+        except DBAPIError:
+            pass  # the connection is gone; the pool discards it
+        response = error_response(503, "The service is briefly unavailable. Please try again in a moment.", code="unavailable")
+        response.headers["Retry-After"] = "5"
+        return response

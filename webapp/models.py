@@ -1,0 +1,116 @@
+"""Users, their sessions (one per signed-in device) and security events.
+
+The schema is created only by the migrations in `migrations/`; a test proves these
+models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every database.
+
+    SQLite has no time zone type and hands back naive values; this stores UTC and always
+    returns aware datetimes, so comparisons never mix naive and aware.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stored normalised (trimmed, case-folded): the unique constraint is the real check.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    sessions: Mapped[list[Session]] = relationship(back_populates="user", passive_deletes=True)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.email}>"
+
+
+class Session(db.Model):
+    """One signed-in device (a browser, or an API client that signed in with JSON).
+
+    Revocation sets `revoked_at`; rows are deleted only by `flask prune`, long after.
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The one public name of the session: JWT `sid`, refresh-token prefix, URLs. It is
+    # unguessable but not a secret; the refresh token's MAC is what proves possession.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    counter: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rotated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_active_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Absolute end: created_at + SESSION_MAX_AGE, never extended.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Idle end: rotated_at + REFRESH_TOKEN_TTL, kept in a column so prune can use an index.
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    # "Remember me": the refresh cookie outlives the browser.
+    persistent: Mapped[bool] = mapped_column(default=False)
+    user_agent: Mapped[str] = mapped_column(String(512), default="")
+    ip_address: Mapped[str] = mapped_column(String(64), default="")
+    # Set for sessions of non-browser clients (bearer tokens): the name they gave.
+    client_name: Mapped[str | None] = mapped_column(String(100))
+
+    user: Mapped[User] = relationship(back_populates="sessions")
+
+    __table_args__ = (Index("ix_sessions_user_id_last_active_at", "user_id", "last_active_at"),)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.public_id} user={self.user_id} counter={self.counter}>"
+
+
+class SecurityEvent(db.Model):
+    """Something a user should be able to see happened to their account."""
+
+    __tablename__ = "security_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The session's public id, not a foreign key: events outlive pruned sessions.
+    session_public_id: Mapped[str | None] = mapped_column(String(32))
+    ip_address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(512), default="")
+    client_name: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (Index("ix_security_events_user_id_created_at", "user_id", "created_at"),)

@@ -1,0 +1,504 @@
+"""The session engine: start, authenticate, rotate, revoke.
+
+Plain Python over the database. It never touches `request`, `g` or cookies: callers pass
+values (the time, the policy, who the client is) and get values back or an exception.
+The web edge (`auth/hooks.py`, the views) and the CLI are thin adapters over it.
+
+Lifecycle in one paragraph: a sign-in creates a session row with counter 0 and hands out
+a refresh token for (session, 0) and a short access JWT. Rotation moves the counter from
+n to n+1 with one compare-and-set UPDATE; the successor token is a pure function of
+(session, n+1), so requests that race on one rotation all receive the same one. The
+token for n is honoured for `reuse_grace` seconds after the rotation (parallel requests
+of one page load) without writing anything; after that, or for any older counter, it is
+a copy in the wrong hands and the whole session is revoked.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from . import tokens
+from .models import SecurityEvent, Session, User
+from .tokens import AccessTokenExpired, InvalidToken, KeyRing
+
+__all__ = [
+    "AccessTokenExpired",
+    "Device",
+    "EventKind",
+    "IssuedTokens",
+    "RefreshRejected",
+    "RefreshTokenReused",
+    "SessionInactive",
+    "SessionPolicy",
+    "SignedIn",
+    "SignedOut",
+    "authenticate",
+    "record_event",
+    "revoke_other_sessions",
+    "revoke_session",
+    "rotate_refresh_token",
+    "start_session",
+    "touch_session",
+]
+
+# Last-active is written at most this often per session: a write per request would make
+# every page a write transaction.
+LAST_ACTIVE_RESOLUTION = timedelta(seconds=60)
+
+
+class SignedOut(Exception):
+    """The credentials presented do not sign anybody in."""
+
+
+class SessionInactive(SignedOut):
+    """A genuine access token whose session was revoked, lapsed or whose user is disabled."""
+
+
+class RefreshRejected(SignedOut):
+    """The refresh token is forged, malformed, unknown, lapsed, revoked or from the future."""
+
+
+class RefreshTokenReused(RefreshRejected):
+    """A retired refresh token came back: somebody holds a copy. The session is now revoked."""
+
+    def __init__(self, session_public_id: str, user_id: int):
+        super().__init__(f"refresh token of session {session_public_id} reused")
+        self.session_public_id = session_public_id
+        self.user_id = user_id
+
+
+class EventKind(enum.StrEnum):
+    SIGNED_IN = "signed_in"
+    SIGNED_OUT = "signed_out"
+    SESSION_REVOKED = "session_revoked"
+    OTHER_SESSIONS_REVOKED = "other_sessions_revoked"
+    PASSWORD_CHANGED = "password_changed"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"
+    SIGN_IN_RATE_LIMITED = "sign_in_rate_limited"
+    SESSION_LIMIT_REACHED = "session_limit_reached"
+    ACCOUNT_DISABLED = "account_disabled"
+    ACCOUNT_ENABLED = "account_enabled"
+    ALL_SESSIONS_REVOKED = "all_sessions_revoked"
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    keys: KeyRing
+    issuer: str
+    audience: str
+    access_ttl: int
+    refresh_ttl: int
+    max_age: int
+    reuse_grace: int
+    max_sessions_per_user: int = 50
+
+
+@dataclass(frozen=True)
+class Device:
+    """Who is asking, as the edge saw it."""
+
+    user_agent: str = ""
+    ip_address: str = ""
+    client_name: str | None = None
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user_id: int
+    email: str
+    session_id: str
+    session_pk: int
+    last_active_at: datetime
+    client_name: str | None = None
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    session_id: str
+    user_id: int
+    access_token: str
+    access_expires_at: datetime
+    refresh_token: str
+    # When the refresh token stops working unless rotated: the idle or the absolute end.
+    refresh_expires_at: datetime
+    persistent: bool
+    # Who these tokens sign in, so the edge needs no second lookup after a rotation.
+    signed_in: SignedIn
+    # False when the grace window handed back the current token without a rotation.
+    rotated: bool = True
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _issue_access_token(
+    *, user_id: int, session_id: str, now: datetime, not_after: datetime, policy: SessionPolicy
+) -> tuple[str, datetime]:
+    expires_at = min(now + timedelta(seconds=policy.access_ttl), not_after)
+    token = tokens.encode_access_token(
+        user_id=user_id,
+        session_id=session_id,
+        issued_at=_epoch(now),
+        expires_at=_epoch(expires_at),
+        keys=policy.keys,
+        issuer=policy.issuer,
+        audience=policy.audience,
+    )
+    return token, expires_at
+
+
+def _tokens_for(
+    *,
+    signed_in: SignedIn,
+    counter: int,
+    idle_expires_at: datetime,
+    expires_at: datetime,
+    persistent: bool,
+    now: datetime,
+    policy: SessionPolicy,
+    rotated: bool = True,
+) -> IssuedTokens:
+    refresh_expires_at = min(idle_expires_at, expires_at)
+    user_id, session_id = signed_in.user_id, signed_in.session_id
+    access_token, access_expires_at = _issue_access_token(
+        user_id=user_id, session_id=session_id, now=now, not_after=refresh_expires_at, policy=policy
+    )
+    return IssuedTokens(
+        session_id=session_id,
+        user_id=user_id,
+        signed_in=signed_in,
+        access_token=access_token,
+        access_expires_at=access_expires_at,
+        refresh_token=tokens.mint_refresh_token(session_id, counter, keys=policy.keys),
+        refresh_expires_at=refresh_expires_at,
+        persistent=persistent,
+        rotated=rotated,
+    )
+
+
+def record_event(
+    db: DbSession,
+    *,
+    user_id: int,
+    kind: EventKind,
+    now: datetime,
+    device: Device = Device(),
+    session_public_id: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Add a security event to the unit of work; the caller commits."""
+    db.add(
+        SecurityEvent(
+            user_id=user_id,
+            kind=str(kind),
+            created_at=now,
+            session_public_id=session_public_id,
+            ip_address=device.ip_address[:64],
+            user_agent=device.user_agent[:512],
+            client_name=device.client_name,
+            detail=detail,
+        )
+    )
+
+
+def _active(now: datetime):
+    """SQL condition: the session has not been revoked and has not lapsed."""
+    return and_(Session.revoked_at.is_(None), Session.expires_at > now, Session.idle_expires_at > now)
+
+
+def start_session(
+    db: DbSession,
+    user: User,
+    *,
+    policy: SessionPolicy,
+    now: datetime,
+    device: Device = Device(),
+    persistent: bool = False,
+) -> IssuedTokens:
+    """Sign `user` in on a new device: a new session at counter 0, and its tokens.
+
+    Beyond `policy.max_sessions_per_user` active sessions, the least recently active
+    ones are ended (and an event says so). Commits.
+    """
+    session = Session(
+        public_id=secrets.token_urlsafe(16),
+        user_id=user.id,
+        counter=0,
+        created_at=now,
+        rotated_at=now,
+        last_active_at=now,
+        expires_at=now + timedelta(seconds=policy.max_age),
+        idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
+        persistent=persistent,
+        user_agent=device.user_agent[:512],
+        ip_address=device.ip_address[:64],
+        client_name=device.client_name,
+    )
+    db.add(session)
+    record_event(db, user_id=user.id, kind=EventKind.SIGNED_IN, now=now, device=device, session_public_id=session.public_id)
+    db.flush()
+    _end_sessions_over_limit(db, user_id=user.id, keep=session.id, policy=policy, now=now, device=device)
+    db.commit()
+    signed_in = SignedIn(
+        user_id=user.id,
+        email=user.email,
+        session_id=session.public_id,
+        session_pk=session.id,
+        last_active_at=now,
+        client_name=device.client_name,
+    )
+    return _tokens_for(
+        signed_in=signed_in,
+        counter=0,
+        idle_expires_at=session.idle_expires_at,
+        expires_at=session.expires_at,
+        persistent=persistent,
+        now=now,
+        policy=policy,
+    )
+
+
+def _end_sessions_over_limit(
+    db: DbSession, *, user_id: int, keep: int, policy: SessionPolicy, now: datetime, device: Device
+) -> None:
+    active = db.execute(
+        select(Session.id, Session.public_id)
+        .where(Session.user_id == user_id, Session.id != keep, _active(now))
+        .order_by(Session.last_active_at.desc(), Session.id.desc())
+        .offset(policy.max_sessions_per_user - 1)
+    ).all()
+    for session_pk, public_id in active:
+        ended = db.execute(
+            update(Session)
+            .where(Session.id == session_pk, Session.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason="session_limit")
+        ).rowcount
+        if ended:
+            record_event(
+                db,
+                user_id=user_id,
+                kind=EventKind.SESSION_LIMIT_REACHED,
+                now=now,
+                device=device,
+                session_public_id=public_id,
+                detail=f"more than {policy.max_sessions_per_user} signed-in devices",
+            )
+
+
+_SESSION_WITH_USER = (
+    select(
+        Session.id,
+        Session.user_id,
+        Session.counter,
+        Session.rotated_at,
+        Session.last_active_at,
+        Session.expires_at,
+        Session.idle_expires_at,
+        Session.revoked_at,
+        Session.persistent,
+        Session.client_name,
+        User.email,
+        User.disabled_at,
+    )
+    .join(User, User.id == Session.user_id)
+)
+
+
+def _load(db: DbSession, public_id: str):
+    return db.execute(_SESSION_WITH_USER.where(Session.public_id == public_id)).one_or_none()
+
+
+def _is_live(row, now: datetime) -> bool:
+    return row.revoked_at is None and row.disabled_at is None and now < row.expires_at and now < row.idle_expires_at
+
+
+def authenticate(db: DbSession, access_token: str, *, policy: SessionPolicy, now: datetime) -> SignedIn:
+    """Sign a request in from its access token: verify the JWT, then check with one
+    indexed lookup that its session is still active.
+
+    Raises `AccessTokenExpired` (a genuine token past `exp`: try rotating),
+    `InvalidToken` (not ours), or `SessionInactive` (revoked, lapsed, user disabled).
+    """
+    claims = tokens.decode_access_token(
+        access_token, keys=policy.keys, now=_epoch(now), issuer=policy.issuer, audience=policy.audience
+    )
+    row = _load(db, claims.session_id)
+    if row is None or row.user_id != claims.user_id or not _is_live(row, now):
+        raise SessionInactive(claims.session_id)
+    return _signed_in(row, claims.session_id, last_active_at=row.last_active_at)
+
+
+def _signed_in(row, public_id: str, *, last_active_at: datetime) -> SignedIn:
+    return SignedIn(
+        user_id=row.user_id,
+        email=row.email,
+        session_id=public_id,
+        session_pk=row.id,
+        last_active_at=last_active_at,
+        client_name=row.client_name,
+    )
+
+
+def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime) -> IssuedTokens:
+    """Exchange a refresh token for the session's next one and a new access token.
+
+    Raises `RefreshRejected` for a forged, unknown, lapsed or revoked token (a forged one
+    costs no query), and `RefreshTokenReused` (after revoking the session and recording
+    an event) for a retired token outside the grace window. Commits what it writes.
+    """
+    try:
+        public_id, counter = tokens.parse_refresh_token(refresh_token, keys=policy.keys)
+    except InvalidToken:
+        raise RefreshRejected("invalid refresh token") from None
+
+    row = _load(db, public_id)
+    if row is None or not _is_live(row, now):
+        raise RefreshRejected("session is not active")
+
+    if counter == row.counter:
+        won = db.execute(
+            update(Session)
+            .where(Session.id == row.id, Session.counter == counter, Session.revoked_at.is_(None))
+            .values(
+                counter=counter + 1,
+                rotated_at=now,
+                last_active_at=now,
+                idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.commit()
+        if won == 1:
+            return _tokens_for(
+                signed_in=_signed_in(row, public_id, last_active_at=now),
+                counter=counter + 1,
+                idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
+                expires_at=row.expires_at,
+                persistent=row.persistent,
+                now=now,
+                policy=policy,
+            )
+        # A parallel request rotated first: serve its result through the grace path.
+        row = _load(db, public_id)
+        if row is None or not _is_live(row, now):
+            raise RefreshRejected("session ended during rotation")
+
+    if counter > row.counter:
+        # Not something we ever handed out for this row, e.g. a database restored from an
+        # older backup: treat as signed out, not as theft.
+        raise RefreshRejected("refresh counter ahead of the session")
+
+    # Parallel requests of one page load present the same token: serve them the winner's
+    # token without a second rotation. The window is anchored at the rotation and never
+    # re-armed, so no chain of stale tokens keeps a session alive.
+    if counter == row.counter - 1 and now - row.rotated_at < timedelta(seconds=policy.reuse_grace):
+        return _tokens_for(
+            signed_in=_signed_in(row, public_id, last_active_at=row.last_active_at),
+            counter=row.counter,
+            idle_expires_at=row.idle_expires_at,
+            expires_at=row.expires_at,
+            persistent=row.persistent,
+            now=now,
+            policy=policy,
+            rotated=False,
+        )
+
+    _revoke(db, session_pk=row.id, reason="reuse", now=now)
+    record_event(
+        db,
+        user_id=row.user_id,
+        kind=EventKind.REFRESH_TOKEN_REUSED,
+        now=now,
+        device=Device(client_name=row.client_name),
+        session_public_id=public_id,
+        detail=f"token {counter} presented after rotation to {row.counter}",
+    )
+    db.commit()
+    raise RefreshTokenReused(public_id, row.user_id)
+
+
+def touch_session(db: DbSession, signed_in: SignedIn, *, now: datetime) -> None:
+    """Move the session's last-active time, writing at most once a minute per session."""
+    if now - signed_in.last_active_at < LAST_ACTIVE_RESOLUTION:
+        return
+    # The condition makes parallel workers write once between them.
+    db.execute(
+        update(Session)
+        .where(Session.id == signed_in.session_pk, Session.last_active_at <= now - LAST_ACTIVE_RESOLUTION)
+        .values(last_active_at=now)
+    )
+    db.commit()
+
+
+def _revoke(db: DbSession, *, session_pk: int, reason: str, now: datetime) -> bool:
+    return (
+        db.execute(
+            update(Session)
+            .where(Session.id == session_pk, Session.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+def revoke_session(
+    db: DbSession,
+    public_id: str,
+    *,
+    user_id: int,
+    now: datetime,
+    reason: str = "signed_out",
+    event: EventKind = EventKind.SIGNED_OUT,
+    device: Device = Device(),
+) -> bool:
+    """End one session of `user_id`. Returns False (and changes nothing) when no active
+    session of that user has this id, so callers can answer 404 without saying whether
+    it exists for someone else. Commits."""
+    row = db.execute(
+        select(Session.id, Session.client_name).where(
+            Session.public_id == public_id, Session.user_id == user_id, _active(now)
+        )
+    ).one_or_none()
+    if row is None or not _revoke(db, session_pk=row.id, reason=reason, now=now):
+        db.rollback()
+        return False
+    record_event(db, user_id=user_id, kind=event, now=now, device=device, session_public_id=public_id)
+    db.commit()
+    return True
+
+
+def revoke_other_sessions(
+    db: DbSession,
+    *,
+    user_id: int,
+    keep_public_id: str | None,
+    now: datetime,
+    reason: str = "signed_out_by_user",
+    event: EventKind | None = EventKind.OTHER_SESSIONS_REVOKED,
+    device: Device = Device(),
+) -> int:
+    """End every active session of `user_id` except `keep_public_id` (None ends all).
+    Returns how many were ended. Records `event` when it is given. Commits."""
+    condition = [Session.user_id == user_id, Session.revoked_at.is_(None)]
+    if keep_public_id is not None:
+        condition.append(Session.public_id != keep_public_id)
+    ended = db.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
+    if event is not None:
+        record_event(
+            db, user_id=user_id, kind=event, now=now, device=device, session_public_id=keep_public_id,
+            detail=f"{ended} session{'s' if ended != 1 else ''} ended",
+        )
+    db.commit()
+    return ended
+
+
+def count_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> int:
+    return db.execute(select(func.count()).select_from(Session).where(Session.user_id == user_id, _active(now))).scalar_one()

@@ -1,0 +1,176 @@
+"""Access JWTs and refresh tokens: minting and verifying, with no Flask import.
+
+Keys are derived from the app secret with HMAC-SHA256 under a fixed label, one label
+per purpose, so the JWT signing key, the refresh-token MAC key and Flask's cookie key
+are independent even though one secret feeds them all. Old secrets (the app's
+`SECRET_KEY_FALLBACKS`) still verify; only the current one signs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jwt
+
+ACCESS_ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "iat", "exp", "jti")
+# Anything longer than this is not a token we issued; refuse it before parsing.
+MAX_TOKEN_LENGTH = 2048
+
+_ACCESS_KEY_LABEL = b"webapp/v1/access-token-signing"
+_REFRESH_KEY_LABEL = b"webapp/v1/refresh-token-mac"
+_REFRESH_TOKEN = re.compile(r"^([A-Za-z0-9_-]{22})\.(0|[1-9][0-9]{0,9})\.([A-Za-z0-9_-]{43})$")
+
+
+class InvalidToken(Exception):
+    """The token is not one we issued, or is malformed: the request is signed out."""
+
+
+class AccessTokenExpired(InvalidToken):
+    """A genuine access token whose lifetime is over: try the refresh token."""
+
+
+def derive_key(secret: str, label: bytes) -> bytes:
+    return hmac.new(secret.encode(), label, hashlib.sha256).digest()
+
+
+def key_id(key: bytes) -> str:
+    """A public fingerprint of a key, for the JWT `kid` header."""
+    return hashlib.sha256(b"kid:" + key).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Keys derived from the current secret and its fallbacks."""
+
+    signing_kid: str
+    signing_key: bytes
+    verification_keys: dict[str, bytes]  # kid -> key, current first
+    refresh_mac_keys: tuple[bytes, ...]  # current first
+
+    @classmethod
+    def from_secrets(cls, secret_key: str, fallbacks: Sequence[str] = ()) -> KeyRing:
+        all_secrets = [secret_key, *fallbacks]
+        access_keys = [derive_key(secret, _ACCESS_KEY_LABEL) for secret in all_secrets]
+        return cls(
+            signing_kid=key_id(access_keys[0]),
+            signing_key=access_keys[0],
+            verification_keys={key_id(key): key for key in access_keys},
+            refresh_mac_keys=tuple(derive_key(secret, _REFRESH_KEY_LABEL) for secret in all_secrets),
+        )
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: int
+    session_id: str
+    issued_at: int
+    expires_at: int
+    token_id: str
+
+
+def encode_access_token(
+    *,
+    user_id: int,
+    session_id: str,
+    issued_at: int,
+    expires_at: int,
+    keys: KeyRing,
+    issuer: str,
+    audience: str,
+) -> str:
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": str(user_id),
+        "sid": session_id,
+        "iat": issued_at,
+        "exp": expires_at,
+        "jti": secrets.token_urlsafe(12),
+    }
+    return jwt.encode(claims, keys.signing_key, algorithm=ACCESS_ALGORITHM, headers={"kid": keys.signing_kid})
+
+
+def decode_access_token(token: str, *, keys: KeyRing, now: int, issuer: str, audience: str) -> AccessClaims:
+    """Verify an access JWT at time `now` (seconds since the epoch).
+
+    Raises `AccessTokenExpired` for a genuine token past its `exp`, and `InvalidToken`
+    for everything else: bad signature, unknown `kid`, another algorithm, a missing or
+    mistyped claim, wrong issuer or audience.
+    """
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("not a token")
+    try:
+        header = jwt.get_unverified_header(token)
+        key = keys.verification_keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+        if key is None or header.get("alg") != ACCESS_ALGORITHM:
+            raise InvalidToken("unknown key or algorithm")
+        # PyJWT reads the wall clock; time is ours to inject, so we check exp and iat
+        # below and let PyJWT check signature, presence, issuer and audience.
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ACCESS_ALGORITHM],
+            issuer=issuer,
+            audience=audience,
+            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.InvalidTokenError as error:
+        raise InvalidToken(str(error)) from None
+
+    sub, sid, iat, exp, jti = (claims.get(name) for name in ("sub", "sid", "iat", "exp", "jti"))
+    if not (
+        isinstance(sub, str)
+        and sub.isascii()
+        and sub.isdigit()
+        and len(sub) <= 18
+        and isinstance(sid, str)
+        and isinstance(jti, str)
+        and type(iat) is int
+        and type(exp) is int
+    ):
+        raise InvalidToken("malformed claims")
+    if iat > now + 60:
+        raise InvalidToken("issued in the future")
+    if exp <= now:
+        raise AccessTokenExpired("expired")
+    return AccessClaims(user_id=int(sub), session_id=sid, issued_at=iat, expires_at=exp, token_id=jti)
+
+
+def _refresh_mac(key: bytes, session_id: str, counter: int) -> str:
+    digest = hmac.new(key, f"{session_id}.{counter}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def mint_refresh_token(session_id: str, counter: int, *, keys: KeyRing) -> str:
+    """The refresh token for one counter of one session: a pure function of both.
+
+    Requests racing on one rotation therefore all hand out the same successor.
+    """
+    return f"{session_id}.{counter}.{_refresh_mac(keys.refresh_mac_keys[0], session_id, counter)}"
+
+
+def parse_refresh_token(token: str, *, keys: KeyRing) -> tuple[str, int]:
+    """Return `(session_id, counter)` of a refresh token whose MAC verifies.
+
+    Raises `InvalidToken` otherwise. This costs no query: forged tokens never reach the
+    database.
+    """
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("not a refresh token")
+    match = _REFRESH_TOKEN.match(token)
+    if match is None:
+        raise InvalidToken("not a refresh token")
+    session_id, counter_text, presented_mac = match.groups()
+    counter = int(counter_text)
+    if not any(
+        hmac.compare_digest(presented_mac, _refresh_mac(key, session_id, counter)) for key in keys.refresh_mac_keys
+    ):
+        raise InvalidToken("bad MAC")
+    return session_id, counter
