@@ -1,5 +1,11 @@
 """The WSGI entry point: `gunicorn wsgi:app`. Also how `flask` finds the app."""
 
-from webapp import create_app
+import sys
 
-app = create_app()
+from webapp import create_app
+from webapp.config import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as error:
+    sys.exit(f"webapp refuses to start: {error}")
