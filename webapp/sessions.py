@@ -45,6 +45,8 @@ __all__ = [
     "rotate_refresh_token",
     "start_session",
     "touch_session",
+    "list_active_sessions",
+    "list_security_events",
 ]
 
 # Last-active is written at most this often per session: a write per request would make
@@ -502,3 +504,26 @@ def revoke_other_sessions(
 
 def count_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> int:
     return db.execute(select(func.count()).select_from(Session).where(Session.user_id == user_id, _active(now))).scalar_one()
+
+
+def list_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> list[Session]:
+    """The user's active sessions, most recently active first."""
+    return list(
+        db.execute(
+            select(Session)
+            .where(Session.user_id == user_id, _active(now))
+            .order_by(Session.last_active_at.desc(), Session.id.desc())
+        ).scalars()
+    )
+
+
+def list_security_events(db: DbSession, *, user_id: int, limit: int = 20) -> list[SecurityEvent]:
+    """The user's most recent security events, newest first."""
+    return list(
+        db.execute(
+            select(SecurityEvent)
+            .where(SecurityEvent.user_id == user_id)
+            .order_by(SecurityEvent.created_at.desc(), SecurityEvent.id.desc())
+            .limit(limit)
+        ).scalars()
+    )
