@@ -1,7 +1,8 @@
 """Fixtures: an app on a migrated SQLite file, a fake clock, a client and an `auth` helper.
 
 The schema comes from the migrations, never from `create_all`: a template database is
-migrated once per test run and copied for each test.
+migrated once per test run and copied for each test. With TEST_DATABASE_URL set, the same
+tests run again on PostgreSQL, in a database of the run's own (`tests/postgres.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from bs4 import BeautifulSoup
 
 from webapp import create_app
 from webapp.extensions import db
+
+from . import postgres
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct horse battery staple"
@@ -65,10 +68,30 @@ def migrated_template(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def database_url(tmp_path, migrated_template) -> str:
+@pytest.fixture(scope="session")
+def migrated_postgres_database() -> str:
+    """A database of this run's own on the TEST_DATABASE_URL server, migrated once,
+    dropped at the end of the run."""
+    if postgres.admin_url() is None:
+        pytest.skip(postgres.SKIP_REASON)
+    url = postgres.create_database()
+    try:
+        migrate_database(make_app(url))
+        yield url
+    finally:
+        postgres.drop_database(url)
+
+
+# Every test that uses `database_url` (and so `app` and `client`) runs on SQLite, and on
+# PostgreSQL too when TEST_DATABASE_URL is set. `-m "not postgres"` leaves PostgreSQL out.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path) -> str:
+    if request.param == "postgresql":
+        url = request.getfixturevalue("migrated_postgres_database")
+        postgres.empty_tables(url)
+        return url
     path = tmp_path / "app.sqlite3"
-    shutil.copy(migrated_template, path)
+    shutil.copy(request.getfixturevalue("migrated_template"), path)
     return f"sqlite:///{path}"
 
 
