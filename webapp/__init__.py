@@ -28,6 +28,8 @@ def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str]
     )
     app.config.update(load_config(os.environ if environ is None else environ, Path(app.instance_path)))
     app.config["CLOCK"] = lambda: datetime.now(timezone.utc)
+    # CSRF is checked by auth.hooks.protect_from_csrf, which knows bearer requests.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     if test_config:
         app.config.update(test_config)
     apply_derived_settings(app.config)
@@ -61,14 +63,13 @@ def build_session_policy(config: Mapping) -> SessionPolicy:
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
-    # CSRF first: its before-request check must run before authentication, so a forged
-    # POST is refused before it can rotate anything.
     csrf.init_app(app)
     limiter.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
     from .account.views import bp as account_bp
+    from .api.token_views import bp as api_token_bp
     from .api.views import bp as api_bp
     from .auth.views import bp as auth_bp
     from .main import bp as main_bp
@@ -76,6 +77,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(api_token_bp)
     app.register_blueprint(main_bp)
 
 

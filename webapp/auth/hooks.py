@@ -4,6 +4,11 @@ A valid access token whose session is still active signs the request in (one JWT
 one indexed lookup). Otherwise, with a refresh cookie, the request is rotated silently so
 an active user never meets the login page mid-work. Everything below calls one engine
 function and turns its answer into `g.signed_in` and a cookie decision.
+
+Non-browser clients send `Authorization: Bearer <access token>` to /api/. Such a request
+is judged by that header alone: its cookies are neither read nor written, there is no
+silent rotation (the client refreshes with /api/auth/refresh) and no CSRF check (without
+cookies there is no ambient credential to forge a request with).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from urllib.parse import urlsplit
 from flask import current_app, flash, g, jsonify, redirect, request, url_for
 
 from .. import sessions
-from ..extensions import db
+from ..extensions import csrf, db
 from ..sessions import Device, IssuedTokens, SessionPolicy
 from ..tokens import InvalidToken
 from . import cookies
@@ -39,13 +44,52 @@ def current_device(client_name: str | None = None) -> Device:
     )
 
 
-def sign_in_from_cookies() -> None:
-    """Before every request: set `g.signed_in`, rotating from the refresh cookie if needed."""
+def is_bearer_request() -> bool:
+    return "Authorization" in request.headers and request.path.startswith("/api/")
+
+
+def is_token_endpoint() -> bool:
+    """The JSON sign-in, refresh and revoke endpoints take credentials from the body only."""
+    return request.path.startswith("/api/auth/")
+
+
+def protect_from_csrf() -> None:
+    """Flask-WTF's check, except for requests that carry no cookie credential at all."""
+    if not current_app.config["WTF_CSRF_ENABLED"] or is_bearer_request():
+        return
+    csrf.protect(apply_exemptions=True)
+
+
+def authenticate_request() -> None:
+    """Before every request: set `g.signed_in` from a bearer token or from the cookies."""
     g.signed_in = None
     g.issued_tokens = None
     g.refresh_rejected = False
-    if request.endpoint == "static":
+    g.bearer_error = None
+    if request.endpoint == "static" or is_token_endpoint():
         return
+    if is_bearer_request():
+        sign_in_from_bearer_token(request.headers["Authorization"])
+    else:
+        sign_in_from_cookies()
+
+
+def sign_in_from_bearer_token(authorization: str) -> None:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        g.bearer_error = "invalid_request"
+        return
+    now = current_time()
+    try:
+        g.signed_in = sessions.authenticate(db.session, token.strip(), policy=current_policy(), now=now)
+    except (InvalidToken, sessions.SignedOut):
+        g.bearer_error = "invalid_token"
+        return
+    sessions.touch_session(db.session, g.signed_in, now=now)
+
+
+def sign_in_from_cookies() -> None:
+    """Sign in from the access cookie, or rotate from the refresh cookie if needed."""
     access_token = request.cookies.get(cookies.access_cookie_name())
     refresh_token = request.cookies.get(cookies.refresh_cookie_name())
     if not access_token and not refresh_token:
@@ -91,6 +135,10 @@ def login_required(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
         if g.get("signed_in") is None:
+            if g.get("bearer_error"):
+                response = jsonify(error=g.bearer_error, message="The access token is invalid or has expired.")
+                response.headers["WWW-Authenticate"] = f'Bearer error="{g.bearer_error}"'
+                return response, 401
             if wants_json():
                 error = "session_expired" if g.get("refresh_rejected") else "not_signed_in"
                 return jsonify(error=error), 401

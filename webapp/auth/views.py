@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 
-from .. import accounts, sessions
+from .. import accounts, pruning, sessions
 from ..extensions import db
 from ..sessions import EventKind
 from . import cookies
@@ -15,11 +15,15 @@ from .hooks import (
     current_time,
     rotate_from_cookie,
     safe_next_url,
-    sign_in_from_cookies,
+    authenticate_request,
+    protect_from_csrf,
 )
+from .ratelimit import limit_sign_in, note_failed_sign_in
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
-bp.before_app_request(sign_in_from_cookies)
+# CSRF before authentication: a forged POST is refused before it can rotate anything.
+bp.before_app_request(protect_from_csrf)
+bp.before_app_request(authenticate_request)
 bp.after_app_request(cookies.write_auth_cookies)
 
 GENERIC_SIGN_IN_ERROR = "Incorrect email or password."
@@ -33,9 +37,11 @@ def renew_csrf_secret() -> None:
 
 
 def start_session_for(user, *, persistent: bool) -> None:
+    now = current_time()
     issued = sessions.start_session(
-        db.session, user, policy=current_policy(), now=current_time(), device=current_device(), persistent=persistent
+        db.session, user, policy=current_policy(), now=now, device=current_device(), persistent=persistent
     )
+    pruning.prune_if_due(now)
     renew_csrf_secret()
     g.signed_in = issued.signed_in
     cookies.schedule_set(issued)
@@ -66,6 +72,7 @@ def register():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limit_sign_in
 def login():
     next_url = safe_next_url(request.args.get("next"), url_for("account.profile"))
     if g.signed_in is not None:
@@ -76,6 +83,7 @@ def login():
             db.session, form.email.data, form.password.data, rounds=current_app.config["BCRYPT_ROUNDS"]
         )
         if user is None:
+            note_failed_sign_in()
             form.password.errors.append(GENERIC_SIGN_IN_ERROR)
         else:
             start_session_for(user, persistent=form.remember.data)

@@ -1,0 +1,176 @@
+"""Bearer tokens for clients that are not browsers: the JSON endpoints, `Authorization:
+Bearer` on /api/, and how those sessions share the engine with the browsers."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import SecurityEvent, Session
+
+from .conftest import PASSWORD, csrf_token_from
+
+
+@pytest.fixture
+def user(auth, client):
+    auth.register()
+    auth.logout()
+    client.delete_cookie("session")
+    return "alice@example.com"
+
+
+def sign_in(client, email="alice@example.com", password=PASSWORD, client_name="backup-script"):
+    return client.post("/api/auth/token", json={"email": email, "password": password, "client_name": client_name})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_sign_in_returns_a_token_pair_and_sets_no_cookie(app, user):
+    api = app.test_client()
+    response = sign_in(api)
+    assert response.status_code == 200
+    body = response.json
+    assert body["token_type"] == "Bearer"
+    assert 0 < body["expires_in"] <= app.config["ACCESS_TOKEN_TTL"]
+    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in", "session_id"}
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+    me = api.get("/api/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200
+    assert me.json == {"email": "alice@example.com", "session_id": body["session_id"]}
+    assert "Set-Cookie" not in me.headers
+
+
+@pytest.mark.parametrize(
+    ("email", "password"), [("alice@example.com", "wrong password"), ("nobody@example.com", PASSWORD)]
+)
+def test_wrong_credentials_are_invalid_grant_with_one_message(app, user, email, password):
+    response = sign_in(app.test_client(), email=email, password=password)
+    assert response.status_code == 401
+    assert response.json == {"error": "invalid_grant", "message": "Incorrect email or password."}
+
+
+def test_form_post_to_the_token_endpoint_is_415_and_sets_nothing(app, user):
+    api = app.test_client()
+    response = api.post(
+        "/api/auth/token", data={"email": "alice@example.com", "password": PASSWORD, "client_name": "x"}
+    )
+    assert response.status_code == 415
+    assert "Set-Cookie" not in response.headers
+    with app.app_context():
+        assert db.session.execute(select(Session).where(Session.client_name.is_not(None))).first() is None
+
+
+@pytest.mark.parametrize("body", [[], "x", {"email": 1, "password": PASSWORD}, {"email": "a@b.c"}, {"email": "a@b.c", "password": None}])
+def test_malformed_json_is_400(app, user, body):
+    response = app.test_client().post("/api/auth/token", json=body)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"
+
+
+def test_broken_json_is_400(app, user):
+    response = app.test_client().post("/api/auth/token", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_refresh_rotates_and_the_grace_window_returns_the_same_token(app, user, clock):
+    api = app.test_client()
+    first = sign_in(api).json
+    rotated = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert rotated.status_code == 200
+    assert rotated.json["refresh_token"] != first["refresh_token"]
+    assert rotated.json["session_id"] == first["session_id"]
+    again = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert again.status_code == 200
+    assert again.json["refresh_token"] == rotated.json["refresh_token"]
+
+
+def test_reuse_after_the_grace_window_ends_the_session_for_both_holders(app, user, clock):
+    api = app.test_client()
+    first = sign_in(api).json
+    current = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]}).json
+    clock.advance(app.config["REFRESH_REUSE_GRACE"] + 1)
+    stolen = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert stolen.status_code == 401 and stolen.json["error"] == "invalid_grant"
+    assert api.post("/api/auth/refresh", json={"refresh_token": current["refresh_token"]}).status_code == 401
+    me = api.get("/api/me", headers=bearer(current["access_token"]))
+    assert me.status_code == 401
+    with app.app_context():
+        event = db.session.execute(
+            select(SecurityEvent).where(SecurityEvent.kind == "refresh_token_reused")
+        ).scalar_one()
+        assert event.client_name == "backup-script"
+
+
+def test_expired_bearer_token_is_401_with_www_authenticate(app, user, clock):
+    api = app.test_client()
+    tokens = sign_in(api).json
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    response = api.get("/api/me", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert "Set-Cookie" not in response.headers
+    # The client refreshes and retries, as examples/client.py does.
+    fresh = api.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).json
+    assert api.get("/api/me", headers=bearer(fresh["access_token"])).status_code == 200
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer garbage", "Bearer a.b.c"])
+def test_bad_authorization_headers_are_401(app, user, header):
+    response = app.test_client().get("/api/me", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer error=")
+
+
+def test_revoke_ends_the_session_and_always_answers_200(app, user):
+    api = app.test_client()
+    tokens = sign_in(api).json
+    assert api.post("/api/auth/revoke", json={"refresh_token": "not-a-token"}).status_code == 200
+    assert api.get("/api/me", headers=bearer(tokens["access_token"])).status_code == 200
+    response = api.post("/api/auth/revoke", json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 200
+    assert api.get("/api/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert api.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert api.post("/api/auth/revoke", json={"refresh_token": tokens["refresh_token"]}).status_code == 200
+
+
+def test_bearer_request_with_another_users_cookies_acts_as_the_bearer(app, auth, client, user):
+    api_tokens = sign_in(app.test_client()).json
+    auth.register(email="mallory@example.com")  # `client` now holds Mallory's cookies
+    response = client.get("/api/me", headers=bearer(api_tokens["access_token"]))
+    assert response.json["email"] == "alice@example.com"
+    assert "Set-Cookie" not in response.headers
+    # A bad bearer token is not rescued by the cookies either.
+    assert client.get("/api/me", headers=bearer("nonsense")).status_code == 401
+
+
+def test_bearer_session_is_listed_and_can_be_signed_out_from_the_sessions_page(app, auth, client, user):
+    api = app.test_client()
+    tokens = sign_in(api).json
+    auth.login()
+    page = client.get("/account/sessions")
+    assert "API client: backup-script" in page.get_data(as_text=True)
+    token = csrf_token_from(page.data)
+    response = client.post(f"/account/sessions/{tokens['session_id']}/revoke", data={"csrf_token": token})
+    assert response.status_code == 302
+    # Signed out at its very next call, though its access token has not expired.
+    assert api.get("/api/me", headers=bearer(tokens["access_token"])).status_code == 401
+    assert client.get("/api/me").status_code == 200  # the browser is untouched
+
+
+def test_disabled_user_cannot_get_tokens(app, user, runner):
+    result = runner.invoke(args=["users", "disable", "alice@example.com"])
+    assert result.exit_code == 0
+    response = sign_in(app.test_client())
+    assert response.status_code == 401 and response.json["error"] == "invalid_grant"
+
+
+def test_cookie_session_post_to_api_still_needs_csrf(app, auth, client, user):
+    auth.login()
+    # Without a bearer header, /api/ is a cookie-authenticated browser endpoint: a POST
+    # without the CSRF header is refused.
+    response = client.post("/auth/refresh")
+    assert response.status_code == 400

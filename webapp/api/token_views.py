@@ -1,0 +1,122 @@
+"""Sign-in, refresh and revocation for clients that are not browsers.
+
+JSON in, JSON out; tokens travel in the body and `Authorization: Bearer`, never in
+cookies, so none is read or set here and CSRF does not apply. The sessions are the
+engine's sessions: same rotation, reuse detection, lifetimes and revocation, and they
+appear on the sessions page under the name the client gave.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from .. import accounts, sessions
+from ..auth.hooks import current_device, current_policy, current_time
+from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
+from ..extensions import csrf, db
+from ..passwords import MAX_LENGTH
+from ..sessions import IssuedTokens
+
+bp = Blueprint("api_tokens", __name__, url_prefix="/api/auth")
+csrf.exempt(bp)
+
+MAX_CLIENT_NAME = 100
+DEFAULT_CLIENT_NAME = "API client"
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, error: str, message: str):
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+@bp.errorhandler(BadRequest)
+def bad_request(error: BadRequest):
+    return no_store(jsonify(error=error.error, message=error.message)), error.status
+
+
+def no_store(response):
+    # RFC 6749 section 5.1: responses carrying tokens must not be cached.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def json_body(*required: str) -> dict[str, str]:
+    """The request's JSON object, with `required` string fields present."""
+    if not request.is_json:
+        raise BadRequest(415, "unsupported_media_type", "Send Content-Type: application/json.")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest(400, "invalid_request", "The body must be a JSON object.")
+    for name in required:
+        if not isinstance(body.get(name), str) or not body[name]:
+            raise BadRequest(400, "invalid_request", f"'{name}' must be a non-empty string.")
+    return body
+
+
+def invalid_grant(message: str):
+    return no_store(jsonify(error="invalid_grant", message=message)), 401
+
+
+def token_response(issued: IssuedTokens):
+    expires_in = max(0, int((issued.access_expires_at - current_time()).total_seconds()))
+    return no_store(
+        jsonify(
+            access_token=issued.access_token,
+            refresh_token=issued.refresh_token,
+            token_type="Bearer",
+            expires_in=expires_in,
+            session_id=issued.session_id,
+        )
+    )
+
+
+@bp.post("/token")
+@limit_sign_in
+def token():
+    body = json_body("email", "password")
+    client_name = body.get("client_name")
+    if client_name is not None and not isinstance(client_name, str):
+        raise BadRequest(400, "invalid_request", "'client_name' must be a string.")
+    client_name = " ".join((client_name or "").split())[:MAX_CLIENT_NAME] or DEFAULT_CLIENT_NAME
+    if len(body["email"]) > 320 or len(body["password"]) > MAX_LENGTH:
+        user = None
+    else:
+        user = accounts.check_credentials(
+            db.session, body["email"], body["password"], rounds=current_app.config["BCRYPT_ROUNDS"]
+        )
+    if user is None:
+        note_failed_sign_in()
+        return invalid_grant("Incorrect email or password.")
+    issued = sessions.start_session(
+        db.session,
+        user,
+        policy=current_policy(),
+        now=current_time(),
+        device=current_device(client_name=client_name),
+        persistent=True,
+    )
+    return token_response(issued)
+
+
+@bp.post("/refresh")
+def refresh():
+    body = json_body("refresh_token")
+    try:
+        issued = sessions.rotate_refresh_token(
+            db.session, body["refresh_token"], policy=current_policy(), now=current_time()
+        )
+    except sessions.RefreshRejected:
+        return invalid_grant("The refresh token is invalid, expired or revoked. Sign in again.")
+    return token_response(issued)
+
+
+@bp.post("/revoke")
+def revoke():
+    body = json_body("refresh_token")
+    # RFC 7009: the answer is the same whether or not the token was valid.
+    sessions.revoke_by_refresh_token(
+        db.session, body["refresh_token"], policy=current_policy(), now=current_time(), device=current_device()
+    )
+    return no_store(jsonify(revoked=True))
