@@ -174,3 +174,17 @@ def test_cookie_session_post_to_api_still_needs_csrf(app, auth, client, user):
     # without the CSRF header is refused.
     response = client.post("/auth/refresh")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("app_config", [{"LOGIN_LIMIT_PER_ACCOUNT": "2 per 15 minutes"}])
+def test_failed_token_requests_share_the_sign_in_limits(app, auth, user, app_config):
+    api = app.test_client()
+    for _ in range(2):
+        assert sign_in(api, password="wrong password").status_code == 401
+    limited = sign_in(api)  # even the right password, until the window passes
+    assert limited.status_code == 429
+    assert limited.json["error"]
+    assert int(limited.headers["Retry-After"]) > 0
+    assert "Set-Cookie" not in limited.headers
+    # The form shares the budget: the same account is limited there too.
+    assert auth.login().status_code == 429
