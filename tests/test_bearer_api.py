@@ -118,7 +118,7 @@ def test_expired_bearer_token_is_401_with_www_authenticate(app, user, clock):
     assert api.get("/api/me", headers=bearer(fresh["access_token"])).status_code == 200
 
 
-@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer garbage", "Bearer a.b.c"])
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "bearer garbage", "Bearer garbage", "Bearer a.b.c"])
 def test_bad_authorization_headers_are_401(app, user, header):
     response = app.test_client().get("/api/me", headers={"Authorization": header})
     assert response.status_code == 401
@@ -188,3 +188,10 @@ def test_failed_token_requests_share_the_sign_in_limits(app, auth, user, app_con
     assert "Set-Cookie" not in limited.headers
     # The form shares the budget: the same account is limited there too.
     assert auth.login().status_code == 429
+
+
+def test_other_authorization_schemes_leave_cookie_sign_in_alone(app, auth, client, user):
+    # A proxy's Basic auth in front of the app must not break the browser's session.
+    auth.login()
+    response = client.get("/api/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert response.status_code == 200 and response.json["email"] == "alice@example.com"

@@ -45,7 +45,10 @@ def current_device(client_name: str | None = None) -> Device:
 
 
 def is_bearer_request() -> bool:
-    return "Authorization" in request.headers and request.path.startswith("/api/")
+    # Only the Bearer scheme: a proxy's Basic auth in front of the app must not turn
+    # browser requests into token requests.
+    scheme = request.headers.get("Authorization", "").split(" ", 1)[0]
+    return scheme.lower() == "bearer" and request.path.startswith("/api/")
 
 
 def is_token_endpoint() -> bool:
@@ -75,13 +78,13 @@ def authenticate_request() -> None:
 
 
 def sign_in_from_bearer_token(authorization: str) -> None:
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = authorization.partition(" ")[2].strip()
+    if not token:
         g.bearer_error = "invalid_request"
         return
     now = current_time()
     try:
-        g.signed_in = sessions.authenticate(db.session, token.strip(), policy=current_policy(), now=now)
+        g.signed_in = sessions.authenticate(db.session, token, policy=current_policy(), now=now)
     except (InvalidToken, sessions.SignedOut):
         g.bearer_error = "invalid_token"
         return
