@@ -390,3 +390,29 @@ def test_database_unreachable_is_503_and_cookies_stay(clock):
 def test_healthz_is_200_when_the_database_answers(client):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json["status"] == "ok"
+
+
+@pytest.mark.parametrize("body", ["5", "[1]", '"abc"', "[" * 30000, '{"email": ["alice@example.com"], "password": "x"}'])
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/register"])
+def test_json_bodies_to_form_endpoints_are_not_read(client, auth, path, body):
+    auth.register()
+    auth.logout()
+    token = auth.csrf_token(path)
+    response = client.post(path, data=body, content_type="application/json", headers={"X-CSRFToken": token})
+    assert response.status_code == 200  # the form re-renders, empty
+    assert signed_in_as(client) is None
+
+
+def test_a_secret_rotation_keeps_open_pages_working(database_url, clock):
+    from .conftest import TEST_SECRET, make_app
+
+    before = make_app(database_url, clock)
+    browser = before.test_client()
+    AuthActions(browser).register()
+    page_token = csrf_token_from(browser.get("/account").data)
+
+    after = make_app(database_url, clock, environ={"SECRET_KEY": "the-new-secret-" + "n" * 40, "SECRET_KEY_FALLBACKS": TEST_SECRET})
+    browser.application = after  # the same browser, its cookies and its open page
+    assert browser.get("/api/me").status_code == 200
+    response = browser.post("/auth/refresh", headers={"X-CSRFToken": page_token})
+    assert response.status_code == 204

@@ -195,3 +195,18 @@ def test_other_authorization_schemes_leave_cookie_sign_in_alone(app, auth, clien
     auth.login()
     response = client.get("/api/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
     assert response.status_code == 200 and response.json["email"] == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 30000,
+        '{"email": "\\ud800@example.com", "password": "x" }',
+        '{"email": "alice@example.com", "password": "correct horse battery staple", "client_name": "\\udfff"}',
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/auth/token", "/api/auth/refresh", "/api/auth/revoke"])
+def test_hostile_json_is_400_not_500(app, user, path, raw):
+    response = app.test_client().post(path, data=raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_request"

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, headers
@@ -27,6 +28,7 @@ def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str]
         instance_path=str(PROJECT_ROOT / "instance"),
     )
     app.config.update(load_config(os.environ if environ is None else environ, Path(app.instance_path)))
+    app.json = SafeJSONProvider(app)
     app.config["CLOCK"] = lambda: datetime.now(timezone.utc)
     # CSRF is checked by auth.hooks.protect_from_csrf, which knows bearer requests.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
@@ -36,7 +38,8 @@ def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str]
 
     if app.config["TRUSTED_PROXIES"]:
         n = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        # The client address and scheme only: the Host header is never taken from a proxy.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
 
     app.extensions["session_policy"] = build_session_policy(app.config)
     register_extensions(app)
@@ -45,6 +48,17 @@ def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str]
     headers.register_security_headers(app)
     register_commands(app)
     return app
+
+
+class SafeJSONProvider(DefaultJSONProvider):
+    """JSON bodies nested deeper than Python's recursion limit are malformed input
+    (a 400 through `get_json`), not a crash."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def build_session_policy(config: Mapping) -> SessionPolicy:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 APP_ENVS = ("development", "testing", "production")
 _TRUE = {"1", "true", "on", "yes"}
 _FALSE = {"0", "false", "off", "no"}
@@ -126,9 +128,24 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
     }
 
 
+def engine_options(database_url: str) -> dict:
+    """SQLAlchemy engine options for a database URL.
+
+    For a database server: pre-ping replaces pooled connections that a server restart or
+    failover closed, so the first request after an outage succeeds instead of failing
+    once per dead connection; the connect timeout turns an unreachable host into a quick
+    503 rather than a hung worker.
+    """
+    # Errors and logs never show statement parameters: they carry emails and hashes.
+    if make_url(database_url).get_backend_name() != "postgresql":
+        return {"hide_parameters": True}
+    return {"hide_parameters": True, "pool_pre_ping": True, "connect_args": {"connect_timeout": 5}}
+
+
 def apply_derived_settings(config: dict) -> None:
     """Settings that follow from others, applied after test overrides."""
     secure = config["COOKIE_SECURE"]
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(config["SQLALCHEMY_DATABASE_URI"]))
     config.update(
         # Flask's own cookie carries the CSRF secret: same flags as the auth cookies.
         SESSION_COOKIE_NAME="__Host-session" if secure else "session",
@@ -140,6 +157,9 @@ def apply_derived_settings(config: dict) -> None:
         # CSRF tokens are bound to the Flask session, renewed at sign-in: no timer, so a
         # sessions page left open all day still works.
         WTF_CSRF_TIME_LIMIT=None,
+        # Flask-WTF signs with SECRET_KEY alone; itsdangerous takes a list, oldest first,
+        # signing with the last: a page opened before a secret rotation keeps working.
+        WTF_CSRF_SECRET_KEY=[*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]],
         SQLALCHEMY_TRACK_MODIFICATIONS=False,
         # Forms here are tiny; anything bigger is an attack or a mistake.
         MAX_CONTENT_LENGTH=config.get("MAX_CONTENT_LENGTH") or 64 * 1024,

@@ -25,7 +25,7 @@ MAX_TOKEN_LENGTH = 2048
 
 _ACCESS_KEY_LABEL = b"webapp/v1/access-token-signing"
 _REFRESH_KEY_LABEL = b"webapp/v1/refresh-token-mac"
-_REFRESH_TOKEN = re.compile(r"^([A-Za-z0-9_-]{22})\.(0|[1-9][0-9]{0,9})\.([A-Za-z0-9_-]{43})$")
+_REFRESH_TOKEN = re.compile(r"([A-Za-z0-9_-]{22})\.(0|[1-9][0-9]{0,9})\.([A-Za-z0-9_-]{43})")
 
 
 class InvalidToken(Exception):
@@ -164,7 +164,7 @@ def parse_refresh_token(token: str, *, keys: KeyRing) -> tuple[str, int]:
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("not a refresh token")
-    match = _REFRESH_TOKEN.match(token)
+    match = _REFRESH_TOKEN.fullmatch(token)
     if match is None:
         raise InvalidToken("not a refresh token")
     session_id, counter_text, presented_mac = match.groups()

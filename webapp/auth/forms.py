@@ -1,22 +1,35 @@
+from flask import request
 from flask_wtf import FlaskForm
+from flask_wtf.form import SUBMIT_METHODS, _Auto
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from ..passwords import MAX_LENGTH, MIN_LENGTH
 
 
+class PostedForm(FlaskForm):
+    """A form that reads only form-encoded bodies. FlaskForm would also build its data
+    from a JSON body, where any JSON value (a number, a list, a deep nest) can arrive."""
+
+    class Meta:
+        def wrap_formdata(self, form, formdata):
+            if formdata is _Auto:
+                return request.form if request.method in SUBMIT_METHODS else None
+            return formdata
+
+
 def strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
-class LoginForm(FlaskForm):
+class LoginForm(PostedForm):
     email = EmailField("Email", filters=[strip], validators=[DataRequired(), Length(max=320)])
     # No minimum here: a too-short password is simply wrong, with the generic message.
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_LENGTH)])
     remember = BooleanField("Keep me signed in on this device")
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(PostedForm):
     email = EmailField(
         "Email",
         filters=[strip],
