@@ -527,3 +527,39 @@ def list_security_events(db: DbSession, *, user_id: int, limit: int = 20) -> lis
             .limit(limit)
         ).scalars()
     )
+
+
+@dataclass(frozen=True)
+class SessionTimes:
+    """When one session started, was last used, and when it ends."""
+
+    session_id: str
+    created_at: datetime
+    last_active_at: datetime
+    rotated_at: datetime
+    # The session lapses here unless its refresh token is used before (REFRESH_TOKEN_TTL).
+    idle_expires_at: datetime
+    # The session ends here whatever happens (SESSION_MAX_AGE); never moves.
+    expires_at: datetime
+    persistent: bool
+
+
+def session_times(db: DbSession, public_id: str, *, user_id: int, now: datetime) -> SessionTimes:
+    """The times of `user_id`'s active session `public_id`, for a page to show when it ends.
+
+    Raises `SessionInactive` when no active session of that user has this id.
+    """
+    session = db.execute(
+        select(Session).where(Session.public_id == public_id, Session.user_id == user_id, _active(now))
+    ).scalar_one_or_none()
+    if session is None:
+        raise SessionInactive(public_id)
+    return SessionTimes(
+        session_id=session.public_id,
+        created_at=session.created_at,
+        last_active_at=session.last_active_at,
+        rotated_at=session.rotated_at,
+        idle_expires_at=session.idle_expires_at,
+        expires_at=session.expires_at,
+        persistent=session.persistent,
+    )
