@@ -33,5 +33,9 @@ test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
+# Only the end-to-end tests in Chromium (/usr/bin/chromium; skipped, saying so, without it).
+test-browser: install-test
+	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
