@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
-from . import passwords
+from . import passwords, sessions
 from .models import User
 
 
@@ -56,3 +56,101 @@ def set_password(db: DbSession, user: User, new_password: str, *, rounds: int, n
     """Replace the user's password; the caller ends other sessions and commits."""
     user.password_hash = passwords.hash_password(new_password, rounds=rounds)
     user.password_changed_at = now
+
+
+class WrongPassword(Exception):
+    """The current password given to confirm a change is not the user's."""
+
+
+class UnknownUser(LookupError):
+    """No account has this email."""
+
+
+def change_password(
+    db: DbSession,
+    *,
+    user_id: int,
+    session_id: str,
+    current_password: str,
+    new_password: str,
+    rounds: int,
+    policy: sessions.SessionPolicy,
+    now: datetime,
+    device: sessions.Device = sessions.Device(),
+) -> sessions.IssuedTokens:
+    """Change the password of `user_id`, signed in on session `session_id`.
+
+    The new password, the end of every other session and the PASSWORD_CHANGED event are
+    committed together; then this session rotates, so it goes on with fresh tokens and
+    any copy of its old refresh token is retired. Raises `WrongPassword` (nothing
+    changed) and `sessions.SessionInactive` (this session ended meanwhile).
+    """
+    user = db.get(User, user_id)
+    if user is None or user.disabled_at is not None or not passwords.verify_password(current_password, user.password_hash):
+        raise WrongPassword()
+    set_password(db, user, new_password, rounds=rounds, now=now)
+    sessions.revoke_other_sessions(
+        db,
+        user_id=user_id,
+        keep_public_id=session_id,
+        now=now,
+        reason="password_changed",
+        event=sessions.EventKind.PASSWORD_CHANGED,
+        device=device,
+    )
+    return sessions.renew_session_tokens(db, session_id, user_id=user_id, policy=policy, now=now)
+
+
+def _require_user(db: DbSession, email: str) -> User:
+    user = find_user(db, email)
+    if user is None:
+        raise UnknownUser(normalize_email(email))
+    return user
+
+
+def disable_user(db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()) -> tuple[User, int]:
+    """Refuse sign-in to the account and end every one of its sessions at once (their
+    unexpired access tokens included). Returns the user and how many sessions ended.
+    Disabling a disabled account keeps its first `disabled_at`. Raises `UnknownUser`.
+    Commits."""
+    user = _require_user(db, email)
+    if user.disabled_at is None:
+        user.disabled_at = now
+    ended = sessions.revoke_other_sessions(
+        db,
+        user_id=user.id,
+        keep_public_id=None,
+        now=now,
+        reason="account_disabled",
+        event=sessions.EventKind.ACCOUNT_DISABLED,
+        device=device,
+    )
+    return user, ended
+
+
+def enable_user(db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()) -> tuple[User, bool]:
+    """Let a disabled account sign in again. Returns the user and whether it was
+    disabled. Raises `UnknownUser`. Commits."""
+    user = _require_user(db, email)
+    was_disabled = user.disabled_at is not None
+    if was_disabled:
+        user.disabled_at = None
+        sessions.record_event(db, user_id=user.id, kind=sessions.EventKind.ACCOUNT_ENABLED, now=now, device=device)
+    db.commit()
+    return user, was_disabled
+
+
+def sign_out_everywhere(db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()) -> tuple[User, int]:
+    """End every session of the account; it may sign in again. Returns the user and how
+    many sessions ended. Raises `UnknownUser`. Commits."""
+    user = _require_user(db, email)
+    ended = sessions.revoke_other_sessions(
+        db,
+        user_id=user.id,
+        keep_public_id=None,
+        now=now,
+        reason="signed_out_by_operator",
+        event=sessions.EventKind.ALL_SESSIONS_REVOKED,
+        device=device,
+    )
+    return user, ended

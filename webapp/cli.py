@@ -1,7 +1,115 @@
-"""Operator commands: thin wrappers over the engine."""
+"""Operator commands: thin wrappers over the engine.
 
-from flask import Flask
+`flask prune` deletes what has been kept long enough; `flask users ...` creates,
+disables, enables and signs out accounts. Each prints what it did and exits non-zero
+with a message for an unknown email.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from . import accounts, passwords, pruning
+from .extensions import db
+from .sessions import Device
+
+# What an operator's action looks like in the user's security activity: no browser, no IP.
+OPERATOR = Device()
+
+
+def now() -> datetime:
+    return current_app.config["CLOCK"]()
 
 
 def register(app: Flask) -> None:
-    pass
+    app.cli.add_command(prune_command)
+    app.cli.add_command(users)
+
+
+@click.command("prune")
+@with_appcontext
+def prune_command() -> None:
+    """Delete sessions that ended more than PRUNE_AFTER_DAYS ago and security events
+    older than SECURITY_EVENT_RETENTION_DAYS, a batch at a time."""
+    pruned = pruning.prune(now=now())
+    config = current_app.config
+    click.echo(
+        f"Removed {_count(pruned.sessions, 'session')} (ended more than {config['PRUNE_AFTER_DAYS']} days ago) "
+        f"and {_count(pruned.security_events, 'security event')} "
+        f"(older than {config['SECURITY_EVENT_RETENTION_DAYS']} days)."
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+# An AppGroup runs each of its commands inside an app context.
+users = AppGroup("users", help="Create, disable, enable and sign out user accounts.")
+
+
+def _unknown(email: str) -> click.ClickException:
+    return click.ClickException(f"No account has the email {accounts.normalize_email(email)!r}.")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        # One line, as `echo "$PASSWORD" | flask users create ...` sends it.
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of a prompt.")
+def create_user(email: str, password_stdin: bool) -> None:
+    """Create an account for EMAIL."""
+    normalized = accounts.normalize_email(email)
+    if "@" not in normalized.strip("@") or any(char.isspace() for char in normalized) or len(normalized) > 320:
+        raise click.ClickException(f"{email!r} is not an email address.")
+    password = _read_password(password_stdin)
+    if not passwords.MIN_LENGTH <= len(password) <= passwords.MAX_LENGTH:
+        raise click.ClickException(f"The password must have {passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters.")
+    try:
+        user = accounts.create_user(db.session, email, password, rounds=current_app.config["BCRYPT_ROUNDS"], now=now())
+    except accounts.EmailTaken:
+        raise click.ClickException(f"An account with the email {normalized!r} already exists.") from None
+    click.echo(f"Created account {user.email}.")
+
+
+@users.command("disable")
+@click.argument("email")
+def disable_user(email: str) -> None:
+    """Refuse sign-in to EMAIL and end every one of its sessions now."""
+    try:
+        user, ended = accounts.disable_user(db.session, email, now=now(), device=OPERATOR)
+    except accounts.UnknownUser:
+        raise _unknown(email) from None
+    click.echo(f"Disabled {user.email}; ended {_count(ended, 'session')}.")
+
+
+@users.command("enable")
+@click.argument("email")
+def enable_user(email: str) -> None:
+    """Let EMAIL sign in again."""
+    try:
+        user, was_disabled = accounts.enable_user(db.session, email, now=now(), device=OPERATOR)
+    except accounts.UnknownUser:
+        raise _unknown(email) from None
+    click.echo(f"Enabled {user.email}." if was_disabled else f"{user.email} was not disabled; nothing changed.")
+
+
+@users.command("sign-out")
+@click.argument("email")
+def sign_out_user(email: str) -> None:
+    """End every session of EMAIL; the account may sign in again."""
+    try:
+        user, ended = accounts.sign_out_everywhere(db.session, email, now=now(), device=OPERATOR)
+    except accounts.UnknownUser:
+        raise _unknown(email) from None
+    click.echo(f"Signed {user.email} out everywhere; ended {_count(ended, 'session')}.")

@@ -26,7 +26,9 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+# Storage comes from the RATELIMIT_STORAGE_URI config key. Errors are swallowed (and
+# logged): when Redis is down, sign-in goes on without limits rather than failing for all.
+limiter = Limiter(key_func=get_remote_address, default_limits=[], swallow_errors=True)
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 

@@ -77,7 +77,7 @@ class Session(db.Model):
     rotated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Absolute end: created_at + SESSION_MAX_AGE, never extended.
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # Idle end: rotated_at + REFRESH_TOKEN_TTL, kept in a column so prune can use an index.
     idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

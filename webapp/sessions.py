@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import enum
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from . import tokens
@@ -47,6 +48,11 @@ __all__ = [
     "touch_session",
     "list_active_sessions",
     "list_security_events",
+    "PruneSchedule",
+    "prune_security_events",
+    "prune_sessions",
+    "record_sign_in_rate_limited",
+    "renew_session_tokens",
 ]
 
 # Last-active is written at most this often per session: a write per request would make
@@ -489,7 +495,9 @@ def revoke_other_sessions(
 ) -> int:
     """End every active session of `user_id` except `keep_public_id` (None ends all).
     Returns how many were ended. Records `event` when it is given. Commits."""
-    condition = [Session.user_id == user_id, Session.revoked_at.is_(None)]
+    # Only active sessions: lapsed ones are already over, and counting them would tell
+    # the user about devices the sessions page never showed.
+    condition = [Session.user_id == user_id, _active(now)]
     if keep_public_id is not None:
         condition.append(Session.public_id != keep_public_id)
     ended = db.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
@@ -563,3 +571,131 @@ def session_times(db: DbSession, public_id: str, *, user_id: int, now: datetime)
         expires_at=session.expires_at,
         persistent=session.persistent,
     )
+
+
+def renew_session_tokens(db: DbSession, public_id: str, *, user_id: int, policy: SessionPolicy, now: datetime) -> IssuedTokens:
+    """Rotate `user_id`'s active session `public_id` now and return its fresh tokens, as
+    after a password change: the session goes on, every copy of its old refresh token
+    is retired.
+
+    Raises `SessionInactive` when no active session of that user has this id. Commits.
+    """
+    # A parallel request may rotate between the read and the compare-and-set: read again.
+    for _ in range(3):
+        row = _load(db, public_id)
+        if row is None or row.user_id != user_id or not _is_live(row, now):
+            raise SessionInactive(public_id)
+        won = db.execute(
+            update(Session)
+            .where(Session.id == row.id, Session.counter == row.counter, Session.revoked_at.is_(None))
+            .values(
+                counter=row.counter + 1,
+                rotated_at=now,
+                last_active_at=now,
+                idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.commit()
+        if won == 1:
+            return _tokens_for(
+                signed_in=_signed_in(row, public_id, last_active_at=now),
+                counter=row.counter + 1,
+                idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
+                expires_at=row.expires_at,
+                persistent=row.persistent,
+                now=now,
+                policy=policy,
+            )
+    raise SessionInactive(public_id)
+
+
+def record_sign_in_rate_limited(
+    db: DbSession, *, user_id: int, now: datetime, device: Device = Device(), detail: str | None = None,
+    quiet_period: timedelta = timedelta(minutes=15),
+) -> bool:
+    """Record that sign-in to `user_id` was refused for too many attempts, unless such an
+    event was recorded within `quiet_period`: an attacker hammering a locked account
+    must not be able to flood its activity list (or the table). Returns whether an
+    event was recorded. Commits."""
+    recent = db.execute(
+        select(SecurityEvent.id)
+        .where(
+            SecurityEvent.user_id == user_id,
+            SecurityEvent.kind == str(EventKind.SIGN_IN_RATE_LIMITED),
+            SecurityEvent.created_at > now - quiet_period,
+        )
+        .limit(1)
+    ).first()
+    if recent is not None:
+        return False
+    record_event(db, user_id=user_id, kind=EventKind.SIGN_IN_RATE_LIMITED, now=now, device=device, detail=detail)
+    db.commit()
+    return True
+
+
+PRUNE_BATCH_SIZE = 5_000
+
+
+def _delete_in_batches(db: DbSession, model, condition, *, batch_size: int, max_batches: int | None) -> int:
+    # Each DELETE takes at most `batch_size` rows found through an index and commits, so
+    # a table of millions of rows is never locked for long and sign-ins go on meanwhile.
+    removed, batches = 0, 0
+    while max_batches is None or batches < max_batches:
+        batch = select(model.id).where(condition).limit(batch_size)
+        deleted = db.execute(
+            delete(model).where(model.id.in_(batch.scalar_subquery())).execution_options(synchronize_session=False)
+        ).rowcount
+        db.commit()
+        removed += deleted
+        batches += 1
+        if deleted < batch_size:
+            break
+    return removed
+
+
+def prune_sessions(
+    db: DbSession, *, now: datetime, older_than: timedelta, batch_size: int = PRUNE_BATCH_SIZE,
+    max_batches: int | None = None,
+) -> int:
+    """Delete sessions that were revoked, went idle, or reached their absolute end more
+    than `older_than` before `now`; active sessions are never touched. Works in batches
+    of `batch_size` rows (at most `max_batches` per condition, None for all), committing
+    after each. Returns how many rows were deleted. Raises nothing of its own."""
+    cutoff = now - older_than
+    return sum(
+        _delete_in_batches(db, Session, column < cutoff, batch_size=batch_size, max_batches=max_batches)
+        # One condition at a time, each a range scan of its own index.
+        for column in (Session.revoked_at, Session.idle_expires_at, Session.expires_at)
+    )
+
+
+def prune_security_events(
+    db: DbSession, *, now: datetime, older_than: timedelta, batch_size: int = PRUNE_BATCH_SIZE,
+    max_batches: int | None = None,
+) -> int:
+    """Delete security events recorded more than `older_than` before `now`, in batches as
+    `prune_sessions` does. Returns how many rows were deleted. Raises nothing of its own."""
+    return _delete_in_batches(
+        db, SecurityEvent, SecurityEvent.created_at < now - older_than, batch_size=batch_size, max_batches=max_batches
+    )
+
+
+class PruneSchedule:
+    """Decides when opportunistic pruning is due: at most once per `interval` in this
+    process, so small deployments that forget the cron job still stay tidy without
+    every sign-in paying for a DELETE. Thread-safe; takes `now` like the engine does."""
+
+    def __init__(self, interval: timedelta):
+        self.interval = interval
+        self._next_due: datetime | None = None
+        self._lock = threading.Lock()
+
+    def claim(self, now: datetime) -> bool:
+        """True for exactly one caller per interval; that caller should prune now."""
+        with self._lock:
+            if self._next_due is not None and now < self._next_due:
+                return False
+            self._next_due = now + self.interval
+            return True
+

@@ -1,0 +1,113 @@
+"""Rate limits on failed sign-ins, per account and per IP address.
+
+Apply `limit_sign_in` to any view that checks a password (the sign-in form, the JSON
+token endpoint) and call `note_failed_sign_in()` when the check fails. Only failed
+attempts count (Flask-Limiter's `deduct_when`), so a successful sign-in never trips a
+limit; once a limit is reached every attempt is refused with 429 and `Retry-After`,
+the right password included, until the window passes.
+
+The limits are shared (one scope per key kind), so failures on every endpoint wearing
+`limit_sign_in` add up to one budget. Keys read the email from a form or a JSON body.
+
+Storage comes from `RATELIMIT_STORAGE_URI` (Flask-Limiter reads that config key itself):
+`memory://` by default, Redis when it names one. If the storage is down, sign-in keeps
+working (`RATELIMIT_SWALLOW_ERRORS`) and the limiter logs the failure: an outage of the
+limiter must not lock everybody out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from flask import current_app, g, request
+from flask_limiter import RequestLimit
+from flask_limiter.util import get_remote_address
+
+from .. import accounts, sessions
+from ..extensions import db, limiter
+from .hooks import current_device, current_time
+
+log = logging.getLogger(__name__)
+
+TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts. Please wait a few minutes and try again."
+
+_FAILED = "sign_in_failed"
+
+
+def note_failed_sign_in() -> None:
+    """Mark this request as a failed credential check, so it counts against the limits."""
+    g.setdefault(_FAILED, True)
+
+
+def sign_in_failed(response) -> bool:
+    """Flask-Limiter's `deduct_when`: only requests marked by `note_failed_sign_in` count."""
+    return bool(g.get(_FAILED))
+
+
+def submitted_email() -> str:
+    """The email of this sign-in attempt, normalised, from a form or a JSON body."""
+    email = request.form.get("email")
+    if email is None:
+        body = request.get_json(silent=True)
+        email = body.get("email") if isinstance(body, dict) else None
+    return accounts.normalize_email(email) if isinstance(email, str) else ""
+
+
+def account_key() -> str:
+    # A digest: the key stays short however long the input, and no email sits in Redis.
+    digest = hashlib.sha256(submitted_email().encode("utf-8", "surrogatepass")).hexdigest()
+    return f"account:{digest}"
+
+
+def ip_key() -> str:
+    # After ProxyFix, `remote_addr` is the client's address (TRUSTED_PROXIES).
+    return f"ip:{get_remote_address()}"
+
+
+def record_rate_limited(request_limit: RequestLimit) -> None:
+    """On a breach: a security event for the account that was tried, if it exists."""
+    user = accounts.find_user(db.session, submitted_email())
+    if user is None:
+        return
+    which = "this account" if "account:" in request_limit.key else "this address"
+    sessions.record_sign_in_rate_limited(
+        db.session,
+        user_id=user.id,
+        now=current_time(),
+        device=current_device(),
+        detail=f"too many failed attempts for {which}",
+    )
+
+
+def _per_account() -> str:
+    return current_app.config["LOGIN_LIMIT_PER_ACCOUNT"]
+
+
+def _per_ip() -> str:
+    return current_app.config["LOGIN_LIMIT_PER_IP"]
+
+
+_limit_per_account = limiter.shared_limit(
+    _per_account,
+    scope="sign-in-account",
+    key_func=account_key,
+    methods=["POST"],
+    deduct_when=sign_in_failed,
+    on_breach=record_rate_limited,
+    error_message=TOO_MANY_ATTEMPTS,
+)
+_limit_per_ip = limiter.shared_limit(
+    _per_ip,
+    scope="sign-in-ip",
+    key_func=ip_key,
+    methods=["POST"],
+    deduct_when=sign_in_failed,
+    on_breach=record_rate_limited,
+    error_message=TOO_MANY_ATTEMPTS,
+)
+
+
+def limit_sign_in(view):
+    """Both sign-in limits on `view`; the view calls `note_failed_sign_in()` on failure."""
+    return _limit_per_ip(_limit_per_account(view))

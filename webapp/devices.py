@@ -1,0 +1,103 @@
+"""How a signed-in device and a moment read to a person. Pure functions, no Flask.
+
+`device_words` turns a User-Agent into "Firefox 132 on Windows" with ua-parser's bundled
+rules (hand-written regexes rot as browsers change); `relative_time` turns a timestamp
+into "3 minutes ago", and `exact_time` gives the precise UTC moment for a `title`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import ua_parser
+
+UNKNOWN_DEVICE = "Unknown device"
+
+# ua-parser names mobile builds separately; people know them by the browser's name.
+_BROWSER_NAMES = {
+    "Mobile Safari": "Safari",
+    "Mobile Safari UI/WKWebView": "Safari",
+    "Chrome Mobile": "Chrome",
+    "Chrome Mobile iOS": "Chrome",
+    "Chrome Mobile WebView": "Android WebView",
+    "Firefox Mobile": "Firefox",
+    "Firefox iOS": "Firefox",
+    "Edge Mobile": "Edge",
+    "Opera Mobile": "Opera",
+    "Samsung Internet": "Samsung Internet",
+}
+# Safari's version follows the operating system's, so it adds nothing a person needs.
+_UNVERSIONED_BROWSERS = {"Safari", "Android WebView"}
+_PLATFORM_NAMES = {"Mac OS X": "macOS", "Mac OS": "macOS", "Chrome OS": "ChromeOS"}
+# On Apple's handhelds the device says more than "iOS" does.
+_APPLE_HANDHELDS = {"iPhone", "iPad", "iPod"}
+
+
+def device_words(user_agent: str | None, *, client_name: str | None = None) -> str:
+    """The device as a person reads it: "Firefox 132 on Windows", "Safari on iPhone",
+    "API client: NAME" for a non-browser client, or "Unknown device" when the
+    User-Agent says nothing useful (empty, curl, scripts, garbage)."""
+    if client_name:
+        return f"API client: {client_name}"
+    if not user_agent or not user_agent.strip():
+        return UNKNOWN_DEVICE
+    result = ua_parser.parse(user_agent.strip())
+    platform = _platform(result)
+    if platform is None:
+        # Command-line tools and libraries name no operating system: nothing a person
+        # would recognise as one of their devices.
+        return UNKNOWN_DEVICE
+    browser = _browser(result)
+    if browser is None:
+        return f"Unknown browser on {platform}"
+    return f"{browser} on {platform}"
+
+
+def _platform(result: ua_parser.Result) -> str | None:
+    if result.device is not None and result.device.family in _APPLE_HANDHELDS:
+        return result.device.family
+    if result.os is None or result.os.family in ("", "Other"):
+        return None
+    return _PLATFORM_NAMES.get(result.os.family, result.os.family)
+
+
+def _browser(result: ua_parser.Result) -> str | None:
+    agent = result.user_agent
+    if agent is None or agent.family in ("", "Other"):
+        return None
+    name = _BROWSER_NAMES.get(agent.family, agent.family)
+    if agent.major and name not in _UNVERSIONED_BROWSERS:
+        return f"{name} {agent.major}"
+    return name
+
+
+def relative_time(moment: datetime, *, now: datetime) -> str:
+    """`moment` in words relative to `now`: "just now", "3 minutes ago", "2 hours ago",
+    "yesterday", "5 days ago". A moment slightly in the future (clock skew between
+    workers) reads as "just now". Raises `ValueError` for a naive datetime."""
+    if moment.tzinfo is None or now.tzinfo is None:
+        raise ValueError("naive datetime: pass aware UTC datetimes")
+    elapsed = now - moment
+    if elapsed < timedelta(minutes=1):
+        return "just now"
+    minutes = int(elapsed.total_seconds() // 60)
+    if minutes < 60:
+        return _ago(minutes, "minute")
+    hours = minutes // 60
+    if hours < 24:
+        return _ago(hours, "hour")
+    days = hours // 24
+    if days == 1:
+        return "yesterday"
+    if days < 60:
+        return _ago(days, "day")
+    return f"on {moment.astimezone(timezone.utc):%d %b %Y}"
+
+
+def _ago(count: int, unit: str) -> str:
+    return f"{count} {unit}{'' if count == 1 else 's'} ago"
+
+
+def exact_time(moment: datetime) -> str:
+    """The precise moment in UTC, for a `title`: "2026-01-15 12:00:00 UTC"."""
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
