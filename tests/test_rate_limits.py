@@ -1,0 +1,212 @@
+"""Failed sign-ins are rate limited per account and per IP address: 429 with Retry-After
+and a security event. Successful sign-ins never count. Storage is memory:// here, and
+the real Redis on 127.0.0.1:6379 when it answers; a dead Redis fails open."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+import pytest
+import redis
+from bs4 import BeautifulSoup
+from flask import jsonify
+from sqlalchemy import select
+
+from webapp.auth import ratelimit
+from webapp.extensions import csrf, db
+from webapp.models import SecurityEvent
+
+from .conftest import PASSWORD, AuthActions
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_answers() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage_uri(request) -> str:
+    if request.param == "redis":
+        if not redis_answers():
+            pytest.skip(f"no Redis answers at {REDIS_URL}: the Redis variant needs one")
+        return REDIS_URL
+    return "memory://"
+
+
+@pytest.fixture
+def app_config(storage_uri):
+    return {
+        "RATELIMIT_STORAGE_URI": storage_uri,
+        "LOGIN_LIMIT_PER_ACCOUNT": "3 per 15 minutes",
+        "LOGIN_LIMIT_PER_IP": "5 per 15 minutes",
+    }
+
+
+@pytest.fixture
+def email(app) -> str:
+    """A fresh account: Redis keeps counters between runs, so names never repeat."""
+    address = f"alice-{secrets.token_hex(4)}@example.com"
+    signup = app.test_client()
+    AuthActions(signup).register(address)
+    AuthActions(signup).logout()
+    return address
+
+
+def client_from(app, ip: str | None = None):
+    client = app.test_client()
+    # A fresh address per test too: the per-IP counters live in Redis as well.
+    client.environ_base["REMOTE_ADDR"] = ip or f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+    return client
+
+
+def attempt(client, email, password):
+    return AuthActions(client).login(email=email, password=password)
+
+
+def rate_limited_events(app) -> list[SecurityEvent]:
+    with app.app_context():
+        return list(db.session.execute(select(SecurityEvent).where(SecurityEvent.kind == "sign_in_rate_limited")).scalars())
+
+
+def test_failed_attempts_per_account_end_in_429_with_retry_after(app, email):
+    client = client_from(app)
+    for _ in range(3):
+        response = attempt(client, email, "wrong password")
+        assert response.status_code == 200
+        assert "Incorrect email or password." in response.get_data(as_text=True)
+
+    refused = attempt(client, email, PASSWORD)  # even the right password, now
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+    assert "Too many failed sign-in attempts" in BeautifulSoup(refused.data, "html.parser").get_text()
+    assert client.get("/api/me").status_code == 401
+
+    # The limit is the account's, from any address; other accounts are untouched.
+    assert attempt(client_from(app), email, PASSWORD).status_code == 429
+
+
+def test_a_limit_hit_is_a_security_event_of_the_account(app, email):
+    owner = client_from(app, "198.51.100.1")
+    assert attempt(owner, email, PASSWORD).status_code == 302
+
+    attacker = client_from(app, "192.0.2.77")
+    for _ in range(3):
+        attempt(attacker, email, "wrong password")
+    for _ in range(3):
+        assert attempt(attacker, email, "wrong password").status_code == 429
+    events = rate_limited_events(app)
+    # One event, not one per refused request: an attacker cannot flood the list.
+    assert len(events) == 1
+
+    # The owner, still signed in elsewhere, sees it with the attacker's address.
+    row = BeautifulSoup(owner.get("/account/sessions").data, "html.parser").select_one("[data-event]")
+    assert "Too many sign-in attempts" in row.get_text()
+    assert "192.0.2.77" in row.get_text()
+
+
+def test_successful_sign_ins_never_count(app, email):
+    client = client_from(app)
+    for _ in range(6):
+        assert attempt(client, email, PASSWORD).status_code == 302
+        AuthActions(client).logout()
+    # Two failures after six successes: still under the limit of three.
+    for _ in range(2):
+        assert attempt(client, email, "wrong password").status_code == 200
+    assert attempt(client, email, PASSWORD).status_code == 302
+
+
+def test_failed_attempts_per_ip_address_end_in_429(app):
+    client = client_from(app)
+    for n in range(5):
+        # A different (unknown) email each time: only the address limit applies.
+        assert attempt(client, f"nobody-{n}-{secrets.token_hex(3)}@example.com", "guess").status_code == 200
+    assert attempt(client, f"nobody-{secrets.token_hex(3)}@example.com", "guess").status_code == 429
+    # Another address is not affected.
+    assert attempt(client_from(app), f"nobody-{secrets.token_hex(3)}@example.com", "guess").status_code == 200
+
+
+def test_the_account_key_is_the_normalised_email(app, email):
+    client = client_from(app)
+    for variant in (email.upper(), f"  {email}  ", email.title()):
+        assert attempt(client, variant, "wrong password").status_code == 200
+    assert attempt(client, email, PASSWORD).status_code == 429
+
+
+def test_a_form_error_that_checks_no_password_does_not_count(app, email):
+    client = client_from(app)
+    for _ in range(5):
+        assert attempt(client, email, "").status_code == 200
+    assert attempt(client, email, PASSWORD).status_code == 302
+
+
+@pytest.fixture
+def json_sign_in_route(app):
+    """A JSON endpoint wearing `limit_sign_in` that always fails, as POST /api/auth/token
+    does for a wrong password. Added before the app serves its first request."""
+
+    @app.post("/test-json-sign-in")
+    @csrf.exempt  # bearer clients send no cookies, so no CSRF token either
+    @ratelimit.limit_sign_in
+    def json_sign_in():
+        ratelimit.note_failed_sign_in()
+        return jsonify(error="invalid_credentials"), 401
+
+    return "/test-json-sign-in"
+
+
+def test_json_sign_ins_share_the_limits(app, json_sign_in_route, email):
+    """Failures at a JSON endpoint count against the same budget as the form, keyed by
+    the email in the JSON body."""
+    client = client_from(app)
+    for _ in range(2):
+        assert client.post(json_sign_in_route, json={"email": email.upper(), "password": "x"}).status_code == 401
+    assert attempt(client_from(app), email, "wrong password").status_code == 200
+    assert client.post(json_sign_in_route, json={"email": email, "password": "x"}).status_code == 429
+    assert attempt(client_from(app), email, PASSWORD).status_code == 429
+
+
+@pytest.mark.parametrize("body", [None, [], "text", {"email": 42}, {"email": None}])
+def test_json_keys_survive_odd_bodies(app, body):
+    with app.test_request_context("/api/auth/token", method="POST", json=body):
+        assert ratelimit.submitted_email() == ""
+        assert ratelimit.account_key().startswith("account:")
+
+
+def test_csrf_failures_do_not_count(app, email):
+    client = client_from(app)
+    for _ in range(5):
+        assert client.post("/auth/login", data={"email": email, "password": "wrong"}).status_code == 400
+    assert attempt(client, email, PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize("app_config", [{"LOGIN_LIMIT_PER_ACCOUNT": "2 per 1 second"}])
+def test_the_right_password_gets_in_after_the_window(app, email):
+    client = client_from(app)
+    for _ in range(2):
+        attempt(client, email, "wrong password")
+    refused = attempt(client, email, PASSWORD)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) <= 1
+    # Flask-Limiter keeps real time: the one short wait of the suite.
+    time.sleep(1.1)
+    assert attempt(client, email, PASSWORD).status_code == 302
+    assert client.get("/api/me").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "app_config", [{"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0", "LOGIN_LIMIT_PER_ACCOUNT": "1 per 15 minutes"}]
+)
+def test_sign_in_fails_open_when_the_limit_storage_is_down(app, email, caplog):
+    client = client_from(app)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert attempt(client, email, "wrong password").status_code == 200
+        assert attempt(client, email, PASSWORD).status_code == 302
+    assert client.get("/api/me").status_code == 200
+    assert any("rate limit" in record.getMessage().lower() for record in caplog.records)
