@@ -1,0 +1,180 @@
+"""End-to-end fixtures: the real app behind a real HTTP server, driven by Debian's Chromium.
+
+The server is Werkzeug's, threaded (parallel requests of one page really race), on a
+free port of 127.0.0.1, with a migrated SQLite file of its own and the real clock:
+browsers expire cookies by the wall clock, so the access token lives only
+`ACCESS_TOKEN_TTL` seconds here and the tests wait for it, polling rather than sleeping.
+
+Playwright cannot download browsers in this environment; it launches /usr/bin/chromium
+(`apt-get install -y chromium`). Without it every test here is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from webapp.extensions import db
+
+from ..conftest import PASSWORD, make_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_MISSING = (
+    f"{CHROMIUM} is missing: install Debian's Chromium (`apt-get install -y chromium`, "
+    "as .ci/run does) to run the browser tests"
+)
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ACCESS_TOKEN_TTL = 2
+REFRESH_REUSE_GRACE = 2
+
+# Every test module here: `pytestmark = browser_tests`.
+browser_tests = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason=CHROMIUM_MISSING)]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: object
+
+    def __call__(self, path: str = "/") -> str:
+        return self.url + path
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, migrated_template) -> Iterator[LiveServer]:
+    path = tmp_path_factory.mktemp("browser-db") / "app.sqlite3"
+    shutil.copy(migrated_template, path)
+    app = make_app(
+        f"sqlite:///{path}",
+        environ={"ACCESS_TOKEN_TTL": str(ACCESS_TOKEN_TTL), "REFRESH_REUSE_GRACE": str(REFRESH_REUSE_GRACE)},
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(url=f"http://127.0.0.1:{server.server_port}", app=app)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(CHROMIUM_MISSING)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+class Device:
+    """One browser profile (a Playwright context): its own cookies, like a separate device."""
+
+    def __init__(self, browser, server: LiveServer):
+        self.server = server
+        self.context = browser.new_context(base_url=server.url, viewport={"width": 1100, "height": 800})
+        self.context.set_default_timeout(5000)
+        self.page = self.context.new_page()
+
+    def new_page(self):
+        return self.context.new_page()
+
+    def cookies(self) -> dict[str, dict]:
+        return {cookie["name"]: cookie for cookie in self.context.cookies(self.server.url)}
+
+    def cookie_value(self, name: str) -> str | None:
+        cookie = self.cookies().get(name)
+        return None if cookie is None else cookie["value"]
+
+    def register(self, email: str, password: str = PASSWORD):
+        """Create an account through the form, typing like a person."""
+        page = self.page
+        page.goto("/")
+        page.get_by_role("link", name="Create account").first.click()
+        page.get_by_label("Email").press_sequentially(email)
+        page.get_by_label("Password", exact=True).press_sequentially(password)
+        page.get_by_label("Confirm password").press_sequentially(password)
+        page.get_by_role("button", name="Create account").click()
+        page.wait_for_url("**/account")
+
+    def sign_in(self, email: str, password: str = PASSWORD, *, remember: bool = False, page=None):
+        """Sign in through the form (from wherever the page is, or the sign-in page)."""
+        page = page or self.page
+        if "/auth/login" not in page.url:
+            page.goto("/auth/login")
+        page.get_by_label("Email").press_sequentially(email)
+        page.get_by_label("Password").press_sequentially(password)
+        if remember:
+            page.get_by_label("Keep me signed in on this device").check()
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_load_state()
+
+    def signed_in_email(self, page=None) -> str | None:
+        nav = (page or self.page).locator("[data-testid=signed-in-email]")
+        return nav.inner_text() if nav.count() else None
+
+    def wait_for_access_expiry(self, timeout: float = ACCESS_TOKEN_TTL + 3) -> None:
+        """Until the browser has dropped the access cookie (it lives as long as the token)."""
+        deadline = time.monotonic() + timeout
+        while "access_token" in self.cookies():
+            if time.monotonic() > deadline:
+                raise AssertionError("the access cookie did not expire")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def devices(browser, live_server) -> Iterator:
+    """`devices()` opens a new device; all are closed after the test."""
+    opened: list[Device] = []
+
+    def open_device() -> Device:
+        device = Device(browser, live_server)
+        opened.append(device)
+        return device
+
+    yield open_device
+    for device in opened:
+        device.close()
+
+
+@pytest.fixture
+def device(devices) -> Device:
+    return devices()
+
+
+_emails = itertools.count(1)
+
+
+@pytest.fixture
+def email(request) -> str:
+    return f"{request.node.name.removeprefix('test_')[:16]}-{next(_emails)}@example.com".replace("_", "-")
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the screenshots of the main pages go: pytest's temporary folder for this run."""
+    return tmp_path_factory.mktemp("screenshots")

@@ -1,0 +1,109 @@
+"""Two browser profiles as two devices: one signs the other out; a copied refresh token
+replayed after the grace window signs both out and shows up as a security event."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from .conftest import REFRESH_REUSE_GRACE, browser_tests
+
+pytestmark = browser_tests
+
+# Where a signed-out visit to /account lands (the server writes `/`, the script `%2F`).
+SIGN_IN_TO_ACCOUNT = re.compile(r"/auth/login\?next=(/|%2F)account$")
+
+
+def count_refresh_calls(page) -> list:
+    calls = []
+    page.on("request", lambda request: calls.append(request) if request.url.endswith("/auth/refresh") else None)
+    return calls
+
+
+def test_one_device_signs_the_other_out(devices, email, screenshots):
+    laptop, phone = devices(), devices()
+    laptop.register(email)
+    laptop_session = laptop.page.get_by_test_id("session-id").inner_text()
+
+    phone.sign_in(email)
+    phone.page.wait_for_url("**/account")
+    phone_session = phone.page.get_by_test_id("session-id").inner_text()
+    # A second tab on the phone stays on the account page, its panels loaded.
+    phone_tab = phone.new_page()
+    phone_tab.goto("/account")
+    phone_tab.locator("[data-session-panel][data-loaded=true]").wait_for()
+
+    page = laptop.page
+    page.goto("/account/sessions")
+    rows = page.locator("[data-session-id]")
+    assert rows.count() == 2
+    current = page.locator('[data-current="true"]')
+    assert current.count() == 1 and current.get_attribute("data-session-id") == laptop_session
+    phone_row = page.locator(f'[data-session-id="{phone_session}"]')
+    assert phone_row.get_attribute("data-current") is None
+    page.screenshot(path=screenshots / "sessions.png", full_page=True)
+    phone_row.get_by_role("button").click()
+    page.wait_for_url("**/account/sessions")
+    assert page.locator(f'[data-session-id="{phone_session}"]').count() == 0
+    assert page.locator('[data-current="true"]').count() == 1
+
+    # The phone's next navigation lands on sign-in, saying why.
+    phone.page.get_by_role("link", name="Account", exact=True).click()
+    phone.page.wait_for_url(SIGN_IN_TO_ACCOUNT)
+    assert phone.page.get_by_role("status").filter(has_text="Your session has expired").is_visible()
+    assert phone.signed_in_email() is None
+
+    # Its other tab's next script request cannot renew the session: the page says so, once.
+    refresh_calls = count_refresh_calls(phone_tab)
+    phone_tab.get_by_role("button", name="Refresh").click()
+    notice = phone_tab.get_by_role("alert").filter(has_text="Your session has expired")
+    notice.wait_for()
+    assert len(refresh_calls) == 1  # two API requests failed at once; one refresh call
+    assert refresh_calls[0].response().status == 401
+    assert phone_tab.get_by_role("button", name="Refresh").is_disabled()
+    sign_in_again = notice.get_by_role("link", name="Sign in again")
+    assert sign_in_again.get_attribute("href") == "/auth/login?next=%2Faccount"
+    phone_tab.screenshot(path=screenshots / "session-expired.png", full_page=True)
+
+    # Signing in again from the notice comes back to the page.
+    sign_in_again.click()
+    phone_tab.wait_for_url(SIGN_IN_TO_ACCOUNT)
+    phone.sign_in(email, page=phone_tab)
+    phone_tab.wait_for_url("**/account")
+    assert phone.signed_in_email(phone_tab) == email
+
+
+def test_replayed_refresh_token_signs_both_out_and_is_reported(devices, email):
+    victim = devices()
+    victim.register(email)
+    stolen = dict(victim.cookies()["refresh_token"])
+
+    victim.wait_for_access_expiry()
+    victim.page.get_by_role("link", name="Account", exact=True).click()
+    victim.page.wait_for_url("**/account")
+    rotated_at = time.monotonic()
+    assert victim.cookie_value("refresh_token") != stolen["value"]
+
+    # The thief replays the copy taken before that rotation, after the grace window.
+    thief = devices()
+    thief.context.add_cookies([stolen])
+    time.sleep(max(0.0, rotated_at + REFRESH_REUSE_GRACE + 0.5 - time.monotonic()))
+    thief.page.goto("/account")
+    thief.page.wait_for_url(SIGN_IN_TO_ACCOUNT)
+    assert "refresh_token" not in thief.cookies()
+
+    # The whole session ended: the victim is signed out on their next click too.
+    victim.page.get_by_role("link", name="Account", exact=True).click()
+    victim.page.wait_for_url(SIGN_IN_TO_ACCOUNT)
+    assert victim.signed_in_email() is None
+    assert "refresh_token" not in victim.cookies()
+
+    victim.sign_in(email)
+    victim.page.wait_for_url("**/account")
+    activity = victim.page.locator("[data-events] [data-kind=refresh_token_reused]")
+    activity.wait_for()
+    assert "reused" in activity.inner_text()
+
+    victim.page.goto("/account/sessions")
+    assert victim.page.get_by_test_id("reuse-alert").is_visible()
+    assert victim.page.get_by_role("cell", name="reused").first.is_visible()
