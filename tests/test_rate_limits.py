@@ -15,7 +15,7 @@ from flask import jsonify
 from sqlalchemy import select
 
 from webapp.auth import ratelimit
-from webapp.extensions import csrf, db
+from webapp.extensions import csrf, db, limiter
 from webapp.models import SecurityEvent
 
 from .conftest import PASSWORD, AuthActions
@@ -25,7 +25,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 def redis_answers() -> bool:
     try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5) as connection:
+            return bool(connection.ping())
     except redis.RedisError:
         return False
 
@@ -89,6 +90,19 @@ def test_failed_attempts_per_account_end_in_429_with_retry_after(app, email):
 
     # The limit is the account's, from any address; other accounts are untouched.
     assert attempt(client_from(app), email, PASSWORD).status_code == 429
+
+
+def test_counters_live_in_the_storage_rate_limit_storage_uri_names(app, email, storage_uri):
+    attempt(client_from(app), email, "wrong password")
+    with app.test_request_context("/auth/login", method="POST", data={"email": email}):
+        digest = ratelimit.account_key().removeprefix("account:")
+    if storage_uri.startswith("redis://"):
+        with redis.Redis.from_url(storage_uri) as connection:
+            keys = list(connection.scan_iter(match=f"*account:{digest}/sign-in-account*"))
+        assert len(keys) == 1
+    else:
+        assert type(limiter.storage).__name__ == "MemoryStorage"
+        assert any(digest in key for key in limiter.storage.storage)
 
 
 def test_a_limit_hit_is_a_security_event_of_the_account(app, email):
