@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, select, update
@@ -699,3 +699,25 @@ class PruneSchedule:
             self._next_due = now + self.interval
             return True
 
+
+def revoke_by_refresh_token(
+    db: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime, device: Device = Device()
+) -> bool:
+    """End the session a refresh token names (RFC 7009 revocation for API clients).
+
+    Any token of the session that passes the MAC check will do, the current one or an
+    older one: its holder could end the session through reuse detection anyway. Returns
+    whether a session was ended; raises nothing for a bad token, so callers can answer
+    the same way whatever was sent. Commits.
+    """
+    try:
+        public_id, counter = tokens.parse_refresh_token(refresh_token, keys=policy.keys)
+    except InvalidToken:
+        return False
+    row = _load(db, public_id)
+    if row is None or counter > row.counter or not _is_live(row, now):
+        return False
+    return revoke_session(
+        db, public_id, user_id=row.user_id, now=now, reason="signed_out", event=EventKind.SIGNED_OUT,
+        device=replace(device, client_name=row.client_name),
+    )
