@@ -224,3 +224,36 @@ def test_sign_in_fails_open_when_the_limit_storage_is_down(app, email, caplog):
         assert attempt(client, email, PASSWORD).status_code == 302
     assert client.get("/api/me").status_code == 200
     assert any("rate limit" in record.getMessage().lower() for record in caplog.records)
+
+
+def test_guessing_the_current_password_of_a_hijacked_session_is_limited(app, email):
+    browser = client_from(app)
+    AuthActions(browser).login(email=email)
+    for _ in range(3):
+        page = browser.get("/account/password")
+        token = BeautifulSoup(page.data, "html.parser").find("input", {"name": "csrf_token"})["value"]
+        response = browser.post(
+            "/account/password",
+            data={"current_password": "a wrong guess", "new_password": "n" * 12, "confirm": "n" * 12, "csrf_token": token},
+        )
+        assert response.status_code == 200
+    page = browser.get("/account/password")
+    token = BeautifulSoup(page.data, "html.parser").find("input", {"name": "csrf_token"})["value"]
+    limited = browser.post(
+        "/account/password",
+        data={"current_password": PASSWORD, "new_password": "n" * 12, "confirm": "n" * 12, "csrf_token": token},
+    )
+    assert limited.status_code == 429
+    # The guesses spent the account's sign-in budget, and the password did not change.
+    assert attempt(client_from(app), email, PASSWORD).status_code == 429
+    with app.app_context():
+        from webapp import accounts
+
+        assert accounts.check_credentials(db.session, email, PASSWORD, rounds=4) is not None
+
+
+def test_probing_which_emails_have_accounts_through_registration_is_limited(app, email):
+    prober = client_from(app)
+    answers = [AuthActions(prober).register(email).status_code for _ in range(4)]
+    # "Already exists" three times, then the account's sign-in budget is spent.
+    assert answers == [200, 200, 200, 429]

@@ -78,7 +78,6 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     csrf.init_app(app)
-    limiter.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -93,6 +92,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp)
     app.register_blueprint(api_token_bp)
     app.register_blueprint(main_bp)
+    # After the blueprints: the limiter's before-request check then runs after
+    # authentication, so a limit keyed on the signed-in user can see who that is.
+    limiter.init_app(app)
 
 
 def register_commands(app: Flask) -> None:

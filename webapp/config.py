@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import limits
+
 from sqlalchemy.engine import make_url
 
 APP_ENVS = ("development", "testing", "production")
@@ -41,6 +43,16 @@ def parse_int(name: str, value: str, *, minimum: int = 0) -> int:
     if number < minimum:
         raise ConfigError(f"{name} must be at least {minimum} (got {number})")
     return number
+
+
+def parse_limit(name: str, value: str) -> str:
+    """A Flask-Limiter rate string, checked now: a typo must stop the start, not switch
+    the sign-in limits off at request time."""
+    try:
+        limits.parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate such as '10 per 15 minutes' (got {value!r})") from None
+    return value
 
 
 def development_secret_key(instance_path: Path) -> str:
@@ -115,8 +127,8 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
         "COOKIE_SAMESITE": samesite,
         "BCRYPT_ROUNDS": parse_int("BCRYPT_ROUNDS", get("BCRYPT_ROUNDS", "12"), minimum=4),
         "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
-        "LOGIN_LIMIT_PER_ACCOUNT": get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes"),
-        "LOGIN_LIMIT_PER_IP": get("LOGIN_LIMIT_PER_IP", "50 per 15 minutes"),
+        "LOGIN_LIMIT_PER_ACCOUNT": parse_limit("LOGIN_LIMIT_PER_ACCOUNT", get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes")),
+        "LOGIN_LIMIT_PER_IP": parse_limit("LOGIN_LIMIT_PER_IP", get("LOGIN_LIMIT_PER_IP", "50 per 15 minutes")),
         "MAX_SESSIONS_PER_USER": parse_int("MAX_SESSIONS_PER_USER", get("MAX_SESSIONS_PER_USER", "50"), minimum=1),
         "TRUSTED_PROXIES": parse_int("TRUSTED_PROXIES", get("TRUSTED_PROXIES", "0")),
         "PRUNE_AFTER_DAYS": parse_int("PRUNE_AFTER_DAYS", get("PRUNE_AFTER_DAYS", "30")),
@@ -164,4 +176,8 @@ def apply_derived_settings(config: dict) -> None:
         # Forms here are tiny; anything bigger is an attack or a mistake.
         MAX_CONTENT_LENGTH=config.get("MAX_CONTENT_LENGTH") or 64 * 1024,
         RATELIMIT_HEADERS_ENABLED=True,
+        # A Redis that stops answering must cost a sign-in a second, not a hung worker;
+        # the limiter then fails open (swallow_errors in extensions.py).
+        RATELIMIT_STORAGE_OPTIONS=config.get("RATELIMIT_STORAGE_OPTIONS")
+        or ({"socket_connect_timeout": 1, "socket_timeout": 1} if config["RATELIMIT_STORAGE_URI"].startswith(("redis", "rediss")) else {}),
     )

@@ -9,6 +9,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 
 from .. import accounts, sessions
 from ..auth import cookies
+from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
 from ..auth.hooks import current_device, current_policy, current_time, login_required
 from ..auth.views import signed_out_response
 from ..devices import device_words, exact_time, relative_time
@@ -135,6 +136,7 @@ def revoke_others():
 
 
 @bp.route("/password", methods=["GET", "POST"])
+@limit_sign_in
 @login_required
 def password():
     form = PasswordChangeForm()
@@ -153,6 +155,8 @@ def password():
                 device=current_device(),
             )
         except accounts.WrongPassword:
+            # Guessing through a hijacked session counts against the sign-in limits.
+            note_failed_sign_in()
             form.current_password.errors.append("That is not your current password.")
         except sessions.SessionInactive:
             return signed_out_response("Your session has ended. Please sign in again.")

@@ -46,7 +46,10 @@ def sign_in_failed(response) -> bool:
 
 
 def submitted_email() -> str:
-    """The email of this sign-in attempt, normalised, from a form or a JSON body."""
+    """The email of this sign-in attempt, normalised, from a form or a JSON body; for a
+    signed-in user confirming their password, their own email."""
+    if g.get("signed_in") is not None:
+        return g.signed_in.email
     email = request.form.get("email")
     if email is None:
         body = request.get_json(silent=True)

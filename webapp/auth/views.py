@@ -48,6 +48,7 @@ def start_session_for(user, *, persistent: bool) -> None:
 
 
 @bp.route("/register", methods=["GET", "POST"])
+@limit_sign_in
 def register():
     if g.signed_in is not None:
         return redirect(url_for("account.profile"))
@@ -62,6 +63,9 @@ def register():
                 now=current_time(),
             )
         except accounts.EmailTaken:
+            # Each answer tells whether an address has an account: the per-IP sign-in
+            # limit bounds how many addresses one client can try.
+            note_failed_sign_in()
             form.email.errors.append("An account with this email already exists. Sign in instead.")
         else:
             start_session_for(user, persistent=False)
