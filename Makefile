@@ -37,5 +37,10 @@ test: install-test
 test-browser: install-test
 	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
+# The cost of revocation and rotation, measured (bench/run.py; about 5 minutes; needs wrk,
+# installed from Debian's packages when run as root). Never part of `make test`.
+bench: install
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
