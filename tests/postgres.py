@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import socket
+import subprocess
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -96,3 +100,60 @@ def empty_tables(database_url: str) -> None:
                     sql.SQL(", ").join(sql.Identifier(table) for table in tables)
                 )
             )
+
+
+class PrivateServer:
+    """A PostgreSQL server of the test's own, in a temporary directory, that a test may
+    stop and start again: a database outage without touching the shared server.
+
+    `initdb` refuses to run as root, so under root the server runs as the `postgres`
+    system user (through `runuser`).
+    """
+
+    def __init__(self, directory: Path, port: int):
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    @staticmethod
+    def binaries() -> Path | None:
+        for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+            if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+                return candidate
+        initdb = shutil.which("initdb")
+        return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
+
+    def _run(self, *command: str | Path, timeout: float = 60) -> None:
+        command = [str(part) for part in command]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._run(self.binaries() / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} "
+            # No fsync (a test server), but commits reach the WAL: an immediate stop loses none.
+            "-c fsync=off -c full_page_writes=off"
+        )
+        self._run(self.binaries() / "pg_ctl", "-D", self.data, "-l", self.directory / "server.log", "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        # Immediate: connections are cut as in a crash or a network partition.
+        self._run(self.binaries() / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def is_running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

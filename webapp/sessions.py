@@ -403,9 +403,10 @@ def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPo
                 "idle_expires_at": now + timedelta(seconds=policy.refresh_ttl),
             },
         ).rowcount
-        db.commit()
         if won == 1:
-            return _tokens_for(
+            # Issue the tokens before the commit: a crash in between rolls the counter back,
+            # so no session is ever advanced to a token nobody received.
+            issued = _tokens_for(
                 signed_in=_signed_in(row, public_id, last_active_at=now),
                 counter=counter + 1,
                 idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
@@ -414,6 +415,9 @@ def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPo
                 now=now,
                 policy=policy,
             )
+            db.commit()
+            return issued
+        db.commit()
         # A parallel request rotated first: serve its result through the grace path.
         row = _load(db, public_id)
         if row is None or not _is_live(row, now):
