@@ -271,3 +271,16 @@ def test_last_active_is_written_at_most_once_a_minute(user, policy, clock):
     clock.advance(31)
     sessions.touch_session(db.session, signed_in, now=clock())
     assert session_row(issued.session_id).last_active_at == clock()
+
+
+def test_a_token_verified_once_is_still_checked_for_expiry_and_revocation(user, policy, clock):
+    issued = start(user, policy, clock)
+    sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())  # now remembered
+    clock.advance(policy.access_ttl)
+    with pytest.raises(sessions.AccessTokenExpired):
+        sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
+    second = start(user, policy, clock)
+    sessions.authenticate(db.session, second.access_token, policy=policy, now=clock())
+    sessions.revoke_session(db.session, second.session_id, user_id=user.id, now=clock())
+    with pytest.raises(sessions.SessionInactive):
+        sessions.authenticate(db.session, second.access_token, policy=policy, now=clock())

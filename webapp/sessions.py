@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as DbSession
 
 from . import tokens
@@ -324,6 +325,21 @@ _SESSION_WITH_USER = (
     .where(_sessions.c.public_id == bindparam("public_id"))
 )
 
+# The per-request check: is this session of this user still active? The conditions are
+# in SQL so that only the one timestamp the caller needs comes back to be converted.
+_ACTIVE_SESSION = (
+    select(_sessions.c.id, _sessions.c.last_active_at, _sessions.c.client_name, _users.c.email)
+    .join(_users, _users.c.id == _sessions.c.user_id)
+    .where(
+        _sessions.c.public_id == bindparam("public_id"),
+        _sessions.c.user_id == bindparam("user_id"),
+        _sessions.c.revoked_at.is_(None),
+        _sessions.c.expires_at > bindparam("now"),
+        _sessions.c.idle_expires_at > bindparam("now"),
+        _users.c.disabled_at.is_(None),
+    )
+)
+
 # The compare-and-set of a rotation.
 _ROTATE = (
     update(_sessions)
@@ -349,9 +365,12 @@ def _is_live(row, now: datetime) -> bool:
     return row.revoked_at is None and row.disabled_at is None and now < row.expires_at and now < row.idle_expires_at
 
 
-def authenticate(db: DbSession, access_token: str, *, policy: SessionPolicy, now: datetime) -> SignedIn:
+def authenticate(
+    db: DbSession | Connection, access_token: str, *, policy: SessionPolicy, now: datetime
+) -> SignedIn:
     """Sign a request in from its access token: verify the JWT, then check with one
-    indexed lookup that its session is still active.
+    indexed lookup that its session is still active. `db` may be a plain connection:
+    the check reads and never writes.
 
     Raises `AccessTokenExpired` (a genuine token past `exp`: try rotating),
     `InvalidToken` (not ours), or `SessionInactive` (revoked, lapsed, user disabled).
@@ -359,10 +378,21 @@ def authenticate(db: DbSession, access_token: str, *, policy: SessionPolicy, now
     claims = tokens.decode_access_token(
         access_token, keys=policy.keys, now=_epoch(now), issuer=policy.issuer, audience=policy.audience
     )
-    row = _load(db, claims.session_id)
-    if row is None or row.user_id != claims.user_id or not _is_live(row, now):
+    connection = db if isinstance(db, Connection) else db.connection()
+    row = connection.execute(
+        _ACTIVE_SESSION,
+        {"public_id": claims.session_id, "user_id": claims.user_id, "now": now},
+    ).one_or_none()
+    if row is None:
         raise SessionInactive(claims.session_id)
-    return _signed_in(row, claims.session_id, last_active_at=row.last_active_at)
+    return SignedIn(
+        user_id=claims.user_id,
+        email=row.email,
+        session_id=claims.session_id,
+        session_pk=row.id,
+        last_active_at=row.last_active_at,
+        client_name=row.client_name,
+    )
 
 
 def _signed_in(row, public_id: str, *, last_active_at: datetime) -> SignedIn:

@@ -9,6 +9,7 @@ are independent even though one secret feeds them all. Old secrets (the app's
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -45,9 +46,10 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"kid:" + key).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KeyRing:
-    """Keys derived from the current secret and its fallbacks."""
+    """Keys derived from the current secret and its fallbacks. Hashed by identity: one
+    key ring lives as long as its app, and keys the verification cache below."""
 
     signing_kid: str
     signing_key: bytes
@@ -106,13 +108,28 @@ def decode_access_token(token: str, *, keys: KeyRing, now: int, issuer: str, aud
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("not a token")
+    claims = _verified_claims(token, keys, issuer, audience)
+    if claims.issued_at > now + 60:
+        raise InvalidToken("issued in the future")
+    if claims.expires_at <= now:
+        raise AccessTokenExpired("expired")
+    return claims
+
+
+# A browser presents the same access token on every request for its whole lifetime, and
+# verifying it is a pure function of the token and the keys: remember the answers for
+# genuine tokens (failures raise and are not cached), so each token is parsed once per
+# worker instead of once per request. Time is checked on every call, outside the cache,
+# and whether the session is still active is always asked of the database.
+@functools.lru_cache(maxsize=8192)
+def _verified_claims(token: str, keys: KeyRing, issuer: str, audience: str) -> AccessClaims:
     try:
         header = jwt.get_unverified_header(token)
         key = keys.verification_keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
         if key is None or header.get("alg") != ACCESS_ALGORITHM:
             raise InvalidToken("unknown key or algorithm")
-        # PyJWT reads the wall clock; time is ours to inject, so we check exp and iat
-        # below and let PyJWT check signature, presence, issuer and audience.
+        # PyJWT reads the wall clock; time is ours to inject, so exp and iat are checked by
+        # the caller and PyJWT checks signature, presence, issuer and audience.
         claims = jwt.decode(
             token,
             key,
@@ -136,10 +153,6 @@ def decode_access_token(token: str, *, keys: KeyRing, now: int, issuer: str, aud
         and type(exp) is int
     ):
         raise InvalidToken("malformed claims")
-    if iat > now + 60:
-        raise InvalidToken("issued in the future")
-    if exp <= now:
-        raise AccessTokenExpired("expired")
     return AccessClaims(user_id=int(sub), session_id=sid, issued_at=iat, expires_at=exp, token_id=jti)
 
 

@@ -84,7 +84,8 @@ def sign_in_from_bearer_token(authorization: str) -> None:
         return
     now = current_time()
     try:
-        g.signed_in = sessions.authenticate(db.session, token, policy=current_policy(), now=now)
+        with db.engine.connect() as connection:
+            g.signed_in = sessions.authenticate(connection, token, policy=current_policy(), now=now)
     except (InvalidToken, sessions.SignedOut):
         g.bearer_error = "invalid_token"
         return
@@ -101,7 +102,10 @@ def sign_in_from_cookies() -> None:
 
     if access_token:
         try:
-            g.signed_in = sessions.authenticate(db.session, access_token, policy=policy, now=now)
+            # A pooled connection of its own, not the ORM session: this read runs on
+            # every signed-in request, and the session's bookkeeping costs more than it.
+            with db.engine.connect() as connection:
+                g.signed_in = sessions.authenticate(connection, access_token, policy=policy, now=now)
         except (InvalidToken, sessions.SignedOut):
             pass  # expired, foreign or revoked: the refresh token decides
         else:
