@@ -305,3 +305,44 @@ def test_hostile_paths(world, path, method, query):
     response = client.open("/", method=method, data={"csrf_token": token} if method == "POST" else None, environ_overrides=environ)
     assert_no_server_error(response)
     assert snapshot(app) == before
+
+
+# --- NUL bytes: PostgreSQL refuses them in text, so each reached a 500 there -----------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "fields"),
+    [
+        ("/auth/login", {"email": "alice@example.com\x00", "password": PASSWORD}),
+        ("/auth/register", {"email": "nul\x00@example.com", "password": PASSWORD, "confirm": PASSWORD}),
+    ],
+)
+def test_a_nul_in_the_email_is_a_form_error(world, endpoint, fields):
+    app = world["app"]
+    client = app.test_client()
+    before = snapshot(app)
+    token = csrf_token_from(client.get(endpoint).data)
+    response = client.post(endpoint, data={**fields, "csrf_token": token})
+    assert response.status_code == 200
+    assert snapshot(app) == before
+
+
+def test_a_nul_in_the_user_agent_still_signs_in(world):
+    client = world["app"].test_client()
+    client.environ_base["HTTP_USER_AGENT"] = "Mozilla/5.0\x00 evil"
+    token = csrf_token_from(client.get("/auth/login").data)
+    response = client.post("/auth/login", data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302
+    assert signed_in(client)
+
+
+@pytest.mark.parametrize("session_id", ["a\x00b", "\x00" * 22])
+def test_a_nul_in_a_session_id_is_not_a_500(world, session_id):
+    app = world["app"]
+    before = snapshot(app)
+    client = app.test_client()
+    client.set_cookie("access_token", world["live"].access_token)
+    token = csrf_token_from(client.get("/").data)
+    response = client.post("/", data={"csrf_token": token}, environ_overrides={"PATH_INFO": f"/account/sessions/{session_id}/revoke"})
+    assert response.status_code in (400, 404)
+    assert snapshot(app) == before

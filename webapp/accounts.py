@@ -21,6 +21,9 @@ def normalize_email(email: str) -> str:
 
 
 def find_user(db: DbSession, email: str) -> User | None:
+    if "\x00" in email:
+        # No stored email holds a NUL, and PostgreSQL refuses one even in a query.
+        return None
     return db.execute(select(User).where(User.email == normalize_email(email))).scalar_one_or_none()
 
 

@@ -11,7 +11,7 @@ import logging
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -66,6 +66,14 @@ def register_error_handlers(app: Flask) -> None:
             if name.lower() != "content-type":
                 response.headers[name] = value
         return response
+
+    @app.errorhandler(DataError)
+    def data_refused_by_the_database(error: DataError) -> Response:
+        # A value the database cannot hold (PostgreSQL: a NUL byte in text, a number out
+        # of range) came from the client: a bad request, never a 500.
+        log.info("value refused by the database: %s", error.orig)
+        db.session.rollback()
+        return error_response(400, "The request contains characters or values that cannot be stored.", code="bad_request")
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeoutError)

@@ -34,7 +34,7 @@ class RegisterForm(PostedForm):
         "Email",
         filters=[strip],
         validators=[DataRequired(), Length(max=320), # Deliverability is proven by use, not by a parser: ask only for one @ and a dot.
-            Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Enter a valid email address.")],
+            Regexp(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$", message="Enter a valid email address.")],
     )
     password = PasswordField(
         "Password",

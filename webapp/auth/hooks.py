@@ -37,10 +37,11 @@ def current_time() -> datetime:
 
 
 def current_device(client_name: str | None = None) -> Device:
+    # These are stored as text: PostgreSQL refuses NUL bytes in text, so drop them.
     return Device(
-        user_agent=(request.user_agent.string or "")[:512],
+        user_agent=(request.user_agent.string or "").replace("\x00", "")[:512],
         ip_address=request.remote_addr or "",
-        client_name=client_name,
+        client_name=None if client_name is None else client_name.replace("\x00", ""),
     )
 
 
