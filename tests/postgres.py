@@ -21,7 +21,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
 ENV_VAR = "TEST_DATABASE_URL"
-SKIP_REASON = f"{ENV_VAR} is not set: the PostgreSQL variant needs a server (see README, Tests)"
+SKIP_REASON = f"{ENV_VAR} is not set: the PostgreSQL variant needs a server (see README, Development)"
 
 
 def admin_url() -> str | None:
