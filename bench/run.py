@@ -277,6 +277,9 @@ def wrk(
         raise SystemExit(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
     data = json.loads(report.removeprefix("BENCH_JSON "))
     errors = sum(data[key] for key in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+    if errors:
+        detail = {key: data[key] for key in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")}
+        print(f"  wrk errors at {url}: {detail}", file=sys.stderr)
     if data["overflow"]:
         raise SystemExit(f"wrk ran out of fresh tokens ({data['overflow']} requests without): raise MAX_RPS")
     return WrkResult(
