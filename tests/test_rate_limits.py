@@ -257,3 +257,33 @@ def test_probing_which_emails_have_accounts_through_registration_is_limited(app,
     answers = [AuthActions(prober).register(email).status_code for _ in range(4)]
     # "Already exists" three times, then the account's sign-in budget is spent.
     assert answers == [200, 200, 200, 429]
+
+
+def test_parallel_failed_attempts_cannot_overshoot_the_limit(app, email):
+    # 30 wrong passwords at once for an account allowed 3 failures: each attempt takes its
+    # place in the budget before its password is checked, so exactly 3 are checked.
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    barrier = Barrier(30)
+    address = client_from(app).environ_base["REMOTE_ADDR"]
+
+    def attempt_in_parallel(_):
+        api = client_from(app, ip=address)
+        barrier.wait()
+        return api.post("/api/auth/token", json={"email": email, "password": "a wrong guess"}).status_code
+
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(attempt_in_parallel, range(30)))
+    assert answers.count(401) == 3
+    assert answers.count(429) == 27
+
+
+def test_successes_and_refusals_give_their_place_back(app, email):
+    browser = client_from(app)
+    for _ in range(5):  # more successes than the budget of 3 failures
+        assert attempt(browser, email, PASSWORD).status_code == 302
+        AuthActions(browser).logout()
+    for _ in range(3):
+        assert attempt(browser, email, "a wrong guess").status_code == 200
+    assert attempt(browser, email, PASSWORD).status_code == 429

@@ -176,6 +176,8 @@ def apply_derived_settings(config: dict) -> None:
         # Forms here are tiny; anything bigger is an attack or a mistake.
         MAX_CONTENT_LENGTH=config.get("MAX_CONTENT_LENGTH") or 64 * 1024,
         RATELIMIT_HEADERS_ENABLED=True,
+        # Fixed windows: one atomic INCR per attempt, which auth/ratelimit.py can give back.
+        RATELIMIT_STRATEGY="fixed-window",
         # A Redis that stops answering must cost a sign-in a second, not a hung worker;
         # the limiter then fails open (swallow_errors in extensions.py).
         RATELIMIT_STORAGE_OPTIONS=config.get("RATELIMIT_STORAGE_OPTIONS")

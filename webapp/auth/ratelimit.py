@@ -2,9 +2,15 @@
 
 Apply `limit_sign_in` to any view that checks a password (the sign-in form, the JSON
 token endpoint) and call `note_failed_sign_in()` when the check fails. Only failed
-attempts count (Flask-Limiter's `deduct_when`), so a successful sign-in never trips a
-limit; once a limit is reached every attempt is refused with 429 and `Retry-After`,
-the right password included, until the window passes.
+attempts count, so a successful sign-in never trips a limit; once a limit is reached
+every attempt is refused with 429 and `Retry-After`, the right password included, until
+the window passes.
+
+Counting only failures must not let parallel requests slip through: each attempt takes
+its place in the budget atomically before the password is checked (Flask-Limiter's hit,
+one INCR), and `refund_attempt_that_did_not_fail` gives the place back afterwards unless
+the attempt failed. Checking first and counting after (Flask-Limiter's `deduct_when`)
+would let every request in flight at once pass the same check.
 
 The limits are shared (one scope per key kind), so failures on every endpoint wearing
 `limit_sign_in` add up to one budget. Keys read the email from a form or a JSON body.
@@ -40,9 +46,23 @@ def note_failed_sign_in() -> None:
     g.setdefault(_FAILED, True)
 
 
-def sign_in_failed(response) -> bool:
-    """Flask-Limiter's `deduct_when`: only requests marked by `note_failed_sign_in` count."""
-    return bool(g.get(_FAILED))
+_SCOPES = ("sign-in-account", "sign-in-ip")
+
+
+def refund_attempt_that_did_not_fail(response):
+    """After every request: give back the places a sign-in attempt took in the budgets,
+    unless it was marked as failed (a success, a form error, a refusal: none counts)."""
+    if g.get(_FAILED):
+        return response
+    for request_limit in limiter.current_limits:
+        if not set(_SCOPES) & set(request_limit.request_args):
+            continue
+        try:
+            limiter.storage.incr(request_limit.key, request_limit.limit.get_expiry(), amount=-1)
+        except limiter.storage.base_exceptions as error:
+            # The limiter fails open when its storage is down; so does the refund.
+            log.warning("could not refund a sign-in attempt: %s", error)
+    return response
 
 
 def submitted_email() -> str:
@@ -96,7 +116,6 @@ _limit_per_account = limiter.shared_limit(
     scope="sign-in-account",
     key_func=account_key,
     methods=["POST"],
-    deduct_when=sign_in_failed,
     on_breach=record_rate_limited,
     error_message=TOO_MANY_ATTEMPTS,
 )
@@ -105,7 +124,6 @@ _limit_per_ip = limiter.shared_limit(
     scope="sign-in-ip",
     key_func=ip_key,
     methods=["POST"],
-    deduct_when=sign_in_failed,
     on_breach=record_rate_limited,
     error_message=TOO_MANY_ATTEMPTS,
 )

@@ -18,13 +18,14 @@ from .hooks import (
     authenticate_request,
     protect_from_csrf,
 )
-from .ratelimit import limit_sign_in, note_failed_sign_in
+from .ratelimit import limit_sign_in, note_failed_sign_in, refund_attempt_that_did_not_fail
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 # CSRF before authentication: a forged POST is refused before it can rotate anything.
 bp.before_app_request(protect_from_csrf)
 bp.before_app_request(authenticate_request)
 bp.after_app_request(cookies.write_auth_cookies)
+bp.after_app_request(refund_attempt_that_did_not_fail)
 
 GENERIC_SIGN_IN_ERROR = "Incorrect email or password."
 
