@@ -19,7 +19,7 @@ import enum
 import secrets
 import threading
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
@@ -125,6 +125,8 @@ class SignedIn:
     session_pk: int
     last_active_at: datetime
     client_name: str | None = None
+    # When the access token of this request expires (None when not known).
+    access_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def _tokens_for(
     return IssuedTokens(
         session_id=session_id,
         user_id=user_id,
-        signed_in=signed_in,
+        signed_in=replace(signed_in, access_expires_at=access_expires_at),
         access_token=access_token,
         access_expires_at=access_expires_at,
         refresh_token=tokens.mint_refresh_token(session_id, counter, keys=policy.keys),
@@ -392,6 +394,7 @@ def authenticate(
         session_pk=row.id,
         last_active_at=row.last_active_at,
         client_name=row.client_name,
+        access_expires_at=datetime.fromtimestamp(claims.expires_at, timezone.utc),
     )
 
 
@@ -404,6 +407,32 @@ def _signed_in(row, public_id: str, *, last_active_at: datetime) -> SignedIn:
         last_active_at=last_active_at,
         client_name=row.client_name,
     )
+
+
+def _advance_counter(db: DbSession, row, public_id: str, *, policy: SessionPolicy, now: datetime) -> IssuedTokens | None:
+    """The compare-and-set from `row.counter` to the next; the new tokens, or None when a
+    parallel request moved the counter first. Commits either way."""
+    next_counter, idle_expires_at = row.counter + 1, now + timedelta(seconds=policy.refresh_ttl)
+    won = db.connection().execute(
+        _ROTATE,
+        {"pk": row.id, "counter": row.counter, "next_counter": next_counter, "now": now, "idle_expires_at": idle_expires_at},
+    ).rowcount
+    if won != 1:
+        db.commit()
+        return None
+    # Issue the tokens before the commit: a crash in between rolls the counter back, so
+    # no session is ever advanced to a token nobody received.
+    issued = _tokens_for(
+        signed_in=_signed_in(row, public_id, last_active_at=now),
+        counter=next_counter,
+        idle_expires_at=idle_expires_at,
+        expires_at=row.expires_at,
+        persistent=row.persistent,
+        now=now,
+        policy=policy,
+    )
+    db.commit()
+    return issued
 
 
 def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime) -> IssuedTokens:
@@ -423,31 +452,9 @@ def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPo
         raise RefreshRejected("session is not active")
 
     if counter == row.counter:
-        won = db.connection().execute(
-            _ROTATE,
-            {
-                "pk": row.id,
-                "counter": counter,
-                "next_counter": counter + 1,
-                "now": now,
-                "idle_expires_at": now + timedelta(seconds=policy.refresh_ttl),
-            },
-        ).rowcount
-        if won == 1:
-            # Issue the tokens before the commit: a crash in between rolls the counter back,
-            # so no session is ever advanced to a token nobody received.
-            issued = _tokens_for(
-                signed_in=_signed_in(row, public_id, last_active_at=now),
-                counter=counter + 1,
-                idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
-                expires_at=row.expires_at,
-                persistent=row.persistent,
-                now=now,
-                policy=policy,
-            )
-            db.commit()
+        issued = _advance_counter(db, row, public_id, policy=policy, now=now)
+        if issued is not None:
             return issued
-        db.commit()
         # A parallel request rotated first: serve its result through the grace path.
         row = _load(db, public_id)
         if row is None or not _is_live(row, now):
@@ -640,28 +647,9 @@ def renew_session_tokens(db: DbSession, public_id: str, *, user_id: int, policy:
         row = _load(db, public_id)
         if row is None or row.user_id != user_id or not _is_live(row, now):
             raise SessionInactive(public_id)
-        won = db.execute(
-            update(Session)
-            .where(Session.id == row.id, Session.counter == row.counter, Session.revoked_at.is_(None))
-            .values(
-                counter=row.counter + 1,
-                rotated_at=now,
-                last_active_at=now,
-                idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        db.commit()
-        if won == 1:
-            return _tokens_for(
-                signed_in=_signed_in(row, public_id, last_active_at=now),
-                counter=row.counter + 1,
-                idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
-                expires_at=row.expires_at,
-                persistent=row.persistent,
-                now=now,
-                policy=policy,
-            )
+        issued = _advance_counter(db, row, public_id, policy=policy, now=now)
+        if issued is not None:
+            return issued
     raise SessionInactive(public_id)
 
 
