@@ -2,12 +2,11 @@
 
 from datetime import datetime, timezone
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 
-from .. import sessions, tokens
+from .. import sessions
 from ..account.events import event_label, is_alarming
-from ..auth import cookies
-from ..auth.hooks import current_policy, current_time, is_bearer_request, login_required
+from ..auth.hooks import current_time, login_required
 from ..devices import device_words
 from ..extensions import db
 
@@ -22,29 +21,6 @@ def me():
 
 def isoformat(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(timezone.utc).isoformat()
-
-
-def access_token_expires_at(now: datetime) -> datetime | None:
-    """When this request's access token expires: the one just issued by a rotation, or
-    the one the client sent (already verified by the before-request hook)."""
-    if g.issued_tokens is not None:
-        return g.issued_tokens.access_expires_at
-    if is_bearer_request():
-        token = request.headers["Authorization"].partition(" ")[2].strip()
-    else:
-        token = request.cookies.get(cookies.access_cookie_name())
-    if not token:
-        return None
-    policy = current_policy()
-    try:
-        claims = tokens.decode_access_token(
-            token, keys=policy.keys, now=int(now.timestamp()), issuer=policy.issuer, audience=policy.audience
-        )
-    except tokens.AccessTokenExpired:
-        return now  # valid when the hook checked it a moment ago, expired since
-    except tokens.InvalidToken:
-        return None
-    return datetime.fromtimestamp(claims.expires_at, timezone.utc)
 
 
 @bp.get("/session")
@@ -62,7 +38,7 @@ def current_session():
         now=isoformat(now),
         created_at=isoformat(times.created_at),
         last_active_at=isoformat(times.last_active_at),
-        access_expires_at=isoformat(access_token_expires_at(now)),
+        access_expires_at=isoformat(g.signed_in.access_expires_at),
         idle_expires_at=isoformat(times.idle_expires_at),
         expires_at=isoformat(times.expires_at),
         persistent=times.persistent,

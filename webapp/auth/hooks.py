@@ -83,14 +83,20 @@ def sign_in_from_bearer_token(authorization: str) -> None:
     if not token:
         g.bearer_error = "invalid_request"
         return
-    now = current_time()
     try:
-        with db.engine.connect() as connection:
-            g.signed_in = sessions.authenticate(connection, token, policy=current_policy(), now=now)
+        g.signed_in = sign_in_with_access_token(token, policy=current_policy(), now=current_time())
     except (InvalidToken, sessions.SignedOut):
         g.bearer_error = "invalid_token"
-        return
-    sessions.touch_session(db.session, g.signed_in, now=now)
+
+
+def sign_in_with_access_token(token: str, *, policy: SessionPolicy, now: datetime) -> sessions.SignedIn:
+    """The engine's check of an access token, then the throttled last-active write."""
+    # A pooled connection of its own, not the ORM session: this read runs on every
+    # signed-in request, and the session's bookkeeping costs more than the query.
+    with db.engine.connect() as connection:
+        signed_in = sessions.authenticate(connection, token, policy=policy, now=now)
+    sessions.touch_session(db.session, signed_in, now=now)
+    return signed_in
 
 
 def sign_in_from_cookies() -> None:
@@ -103,15 +109,10 @@ def sign_in_from_cookies() -> None:
 
     if access_token:
         try:
-            # A pooled connection of its own, not the ORM session: this read runs on
-            # every signed-in request, and the session's bookkeeping costs more than it.
-            with db.engine.connect() as connection:
-                g.signed_in = sessions.authenticate(connection, access_token, policy=policy, now=now)
+            g.signed_in = sign_in_with_access_token(access_token, policy=policy, now=now)
+            return
         except (InvalidToken, sessions.SignedOut):
             pass  # expired, foreign or revoked: the refresh token decides
-        else:
-            sessions.touch_session(db.session, g.signed_in, now=now)
-            return
 
     if not refresh_token:
         cookies.schedule_clear()
