@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import select
@@ -10,6 +11,16 @@ from sqlalchemy.orm import Session as DbSession
 
 from . import passwords, sessions
 from .models import User
+
+
+# Deliverability is proven by use, not by a parser: one @, a dot after it, and no
+# space or control character anywhere.
+EMAIL_PATTERN = re.compile(r"\A[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+\Z")
+MAX_EMAIL_LENGTH = 320
+
+
+def is_valid_email(email: str) -> bool:
+    return len(email) <= MAX_EMAIL_LENGTH and EMAIL_PATTERN.fullmatch(email) is not None
 
 
 class EmailTaken(Exception):

@@ -70,7 +70,7 @@ def _read_password(from_stdin: bool) -> str:
 def create_user(email: str, password_stdin: bool) -> None:
     """Create an account for EMAIL."""
     normalized = accounts.normalize_email(email)
-    if "@" not in normalized.strip("@") or any(char.isspace() for char in normalized) or len(normalized) > 320:
+    if not accounts.is_valid_email(normalized):
         raise click.ClickException(f"{email!r} is not an email address.")
     password = _read_password(password_stdin)
     if not passwords.MIN_LENGTH <= len(password) <= passwords.MAX_LENGTH:

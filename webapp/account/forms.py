@@ -1,7 +1,7 @@
-from ..auth.forms import PostedForm
 from wtforms import PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length
 
+from ..auth.forms import PostedForm
 from ..passwords import MAX_LENGTH, MIN_LENGTH
 
 

@@ -4,6 +4,7 @@ from flask_wtf.form import SUBMIT_METHODS, _Auto
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
+from ..accounts import EMAIL_PATTERN, MAX_EMAIL_LENGTH
 from ..passwords import MAX_LENGTH, MIN_LENGTH
 
 
@@ -23,7 +24,7 @@ def strip(value):
 
 
 class LoginForm(PostedForm):
-    email = EmailField("Email", filters=[strip], validators=[DataRequired(), Length(max=320)])
+    email = EmailField("Email", filters=[strip], validators=[DataRequired(), Length(max=MAX_EMAIL_LENGTH)])
     # No minimum here: a too-short password is simply wrong, with the generic message.
     password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_LENGTH)])
     remember = BooleanField("Keep me signed in on this device")
@@ -33,8 +34,11 @@ class RegisterForm(PostedForm):
     email = EmailField(
         "Email",
         filters=[strip],
-        validators=[DataRequired(), Length(max=320), # Deliverability is proven by use, not by a parser: ask only for one @ and a dot.
-            Regexp(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$", message="Enter a valid email address.")],
+        validators=[
+            DataRequired(),
+            Length(max=MAX_EMAIL_LENGTH),
+            Regexp(EMAIL_PATTERN, message="Enter a valid email address."),
+        ],
     )
     password = PasswordField(
         "Password",
