@@ -302,9 +302,6 @@ def test_remember_me_makes_the_refresh_cookie_persistent(client, auth):
 
 @pytest.mark.parametrize("app_config", [{"COOKIE_SECURE": True, "COOKIE_SAMESITE": "Strict"}])
 def test_secure_cookies_use_host_prefix(client, app_config):
-    from webapp.config import apply_derived_settings  # noqa: F401  (settings derive from COOKIE_SECURE)
-
-    auth = AuthActions(client)
     register_page = client.get("/auth/register", base_url="https://localhost")
     token = csrf_token_from(register_page.data)
     response = client.post(
@@ -313,10 +310,14 @@ def test_secure_cookies_use_host_prefix(client, app_config):
         headers={"Referer": "https://localhost/auth/register"},
         data={"email": "alice@example.com", "password": PASSWORD, "confirm": PASSWORD, "csrf_token": token},
     )
-    assert auth  # the helper is unused over https; requests are made by hand above
     cookies = set_cookie_headers(response)
     for name in ("__Host-access_token", "__Host-refresh_token", "__Host-session"):
         assert "Secure" in cookies[name] and "SameSite=Strict" in cookies[name] and "HttpOnly" in cookies[name]
+        assert "Path=/" in cookies[name] and "Domain" not in cookies[name]
+    # The browser that holds them is signed in by them.
+    assert client.get("/api/me", base_url="https://localhost").json["email"] == "alice@example.com"
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert int(response.headers["Strict-Transport-Security"].split("=")[1].split(";")[0]) >= 31536000
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
@@ -421,3 +422,40 @@ def test_a_secret_rotation_keeps_open_pages_working(database_url, clock):
     assert browser.get("/api/me").status_code == 200
     response = browser.post("/auth/refresh", headers={"X-CSRFToken": page_token})
     assert response.status_code == 204
+
+
+def test_no_token_appears_in_a_page_a_json_body_or_a_log(app, client, auth, clock, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    auth.register()
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    client.get("/account")  # a rotation, too
+    secrets_seen = {cookie_value(client, "access_token"), cookie_value(client, "refresh_token")}
+    # The refresh token's MAC alone is as secret as the token.
+    secrets_seen.add(cookie_value(client, "refresh_token").rsplit(".", 1)[1])
+    bodies = [
+        client.get(path).get_data(as_text=True)
+        for path in ("/", "/account", "/account/sessions", "/account/password", "/api/me", "/api/session", "/api/security-events")
+    ]
+    for secret in secrets_seen:
+        assert all(secret not in body for body in bodies)
+        assert secret not in caplog.text
+
+
+def test_a_database_error_logs_no_email_or_password_hash(app, client, auth, caplog):
+    import logging
+
+    from sqlalchemy import text
+
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("the failure is made by dropping a table, which PostgreSQL's foreign keys refuse")
+    with app.app_context():
+        db.session.execute(text("DROP TABLE users"))
+        db.session.commit()
+    caplog.set_level(logging.WARNING)
+    response = auth.register(email="carol@example.com")
+    assert response.status_code == 503
+    assert caplog.text  # the outage is logged...
+    assert "carol@example.com" not in caplog.text  # ...without the statement's parameters
+    assert "bcrypt_sha256$" not in caplog.text
