@@ -33,7 +33,6 @@ bench/results.md and the README table).
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
