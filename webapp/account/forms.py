@@ -19,7 +19,3 @@ class PasswordChangeForm(PostedForm):
         "Confirm new password",
         validators=[DataRequired(), EqualTo("new_password", message="The passwords do not match.")],
     )
-
-
-class ConfirmForm(PostedForm):
-    """A POST with nothing but the CSRF token: the sign-out buttons."""

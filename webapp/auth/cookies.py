@@ -33,10 +33,6 @@ def schedule_clear() -> None:
     g.auth_cookies = _CLEAR
 
 
-def clearing_scheduled() -> bool:
-    return g.get("auth_cookies") == _CLEAR
-
-
 def _attributes() -> dict:
     # No Domain: the cookies stay on this exact host, which `__Host-` requires anyway.
     return {
