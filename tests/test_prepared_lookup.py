@@ -1,0 +1,138 @@
+"""The auth hook's fast path: `authenticate` given the engine runs its liveness check
+straight on a pooled DB-API connection (webapp/prepared.py). It must answer exactly as
+the SQLAlchemy path does, and fail the way the app knows how to handle."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, select, update
+from sqlalchemy.exc import OperationalError
+
+from webapp import accounts, sessions, tokens
+from webapp.extensions import db
+from webapp.models import Session
+from webapp.sessions import Device, SessionInactive
+
+from . import postgres
+from .conftest import PASSWORD, make_app, migrate_database
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def policy(ctx):
+    return ctx.extensions["session_policy"]
+
+
+@pytest.fixture
+def issued(ctx, policy, clock):
+    user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
+    return sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "127.0.0.1"))
+
+
+def check_both_ways(token, policy, now):
+    """`authenticate` through the ORM session and through the engine: the same answer."""
+    answers = []
+    for source in (db.session, db.engine):
+        try:
+            answers.append(sessions.authenticate(source, token, policy=policy, now=now))
+        except SessionInactive:
+            answers.append("inactive")
+        db.session.rollback()
+    assert answers[0] == answers[1], answers
+    return answers[1]
+
+
+def test_the_engine_path_signs_in_the_same_user_with_the_same_times(issued, policy, clock):
+    signed_in = check_both_ways(issued.access_token, policy, clock())
+    assert signed_in.email == "alice@example.com"
+    assert signed_in.session_id == issued.session_id
+    # Times come back aware and in UTC on SQLite and PostgreSQL alike.
+    assert signed_in.last_active_at == clock() and signed_in.last_active_at.utcoffset().total_seconds() == 0
+
+
+def test_the_engine_path_ends_a_session_at_its_idle_limit_to_the_microsecond(issued, policy, clock):
+    idle_end = db.session.execute(
+        select(Session.idle_expires_at).where(Session.public_id == issued.session_id)
+    ).scalar_one()
+    # An access token still valid past the idle limit: only the session's times decide,
+    # compared in the database (as text on SQLite) with `now` bound by the column type.
+    token = tokens.encode_access_token(
+        user_id=issued.user_id,
+        session_id=issued.session_id,
+        keys=policy.keys,
+        issuer=policy.issuer,
+        audience=policy.audience,
+        issued_at=int(clock().timestamp()),
+        expires_at=int(idle_end.timestamp()) + 3600,
+    )
+    just_before = idle_end - timedelta(microseconds=1)
+    assert check_both_ways(token, policy, just_before).session_id == issued.session_id
+    assert check_both_ways(token, policy, idle_end) == "inactive"
+
+
+def test_the_engine_path_refuses_a_revoked_session(issued, policy, clock):
+    db.session.execute(update(Session).where(Session.public_id == issued.session_id).values(revoked_at=clock()))
+    db.session.commit()
+    assert check_both_ways(issued.access_token, policy, clock()) == "inactive"
+
+
+@pytest.mark.parametrize(
+    "dead_url",
+    [
+        "sqlite:////nonexistent-directory/app.sqlite3",
+        f"postgresql+psycopg://postgres@127.0.0.1:{postgres.free_port()}/gone?connect_timeout=2",
+    ],
+    ids=["sqlite", "postgresql"],
+)
+def test_the_engine_path_reports_an_unreachable_database_as_operational_error(issued, policy, clock, dead_url):
+    # OperationalError is what the app answers with 503 and untouched cookies.
+    unreachable = create_engine(dead_url)
+    try:
+        with pytest.raises(OperationalError):
+            sessions.authenticate(unreachable, issued.access_token, policy=policy, now=clock())
+    finally:
+        unreachable.dispose()
+
+
+@pytest.mark.postgres
+def test_a_connection_killed_under_the_pool_fails_once_then_is_replaced(clock, caplog):
+    if postgres.admin_url() is None:
+        pytest.skip(postgres.SKIP_REASON)
+    url = postgres.create_database()
+    try:
+        app = make_app(url, clock)
+        migrate_database(app)
+        with app.app_context():
+            policy = app.extensions["session_policy"]
+            user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
+            issued = sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "1.2.3.4"))
+            db.engine.dispose()
+        # No checkout ping: the dead connection is handed out, as happens between a
+        # server restart and the pool noticing.
+        engine = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=False)
+        try:
+            sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
+            with engine.connect() as connection:
+                backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with psycopg.connect(postgres._conninfo(url), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+            with pytest.raises(OperationalError):
+                sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
+            # The dead connection was invalidated, not put back: the next call reconnects,
+            # and the pool did not have to find out itself (an ERROR with a traceback).
+            assert not [record for record in caplog.records if record.levelname == "ERROR"], caplog.text
+            signed_in = sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
+            assert signed_in.session_id == issued.session_id
+        finally:
+            engine.dispose()
+    finally:
+        postgres.drop_database(url)

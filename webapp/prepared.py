@@ -1,0 +1,87 @@
+"""A SELECT that runs on every signed-in request, without SQLAlchemy's per-query overhead.
+
+Checking that an access token's session is still active is one indexed lookup. Through
+SQLAlchemy Core (`Connection.execute`, then `Result`) it costs about 115 µs, against
+about 20 µs straight on a pooled DB-API connection: the difference is the Python around
+the query (a Connection object, an execution context, result metadata). On a page that
+costs under a millisecond, that alone broke the budget of 10% for everything the auth
+hook does (bench/results.md).
+
+`PreparedSelect` keeps SQLAlchemy for what it is good at: the statement is written and
+compiled by SQLAlchemy, once per dialect; values pass through each column type's own
+bind and result processors (so `UTCDateTime` behaves exactly as in the ORM); the
+connection comes from the engine's pool, with its connect-time settings, checkout ping
+and return-time rollback. What it leaves out is the per-call object machinery. Driver
+errors are turned into SQLAlchemy's own exceptions, so the app's 503 handling sees the
+same `OperationalError` either way, and a connection found dead is invalidated as
+`Connection` would do.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, Select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+
+
+class PreparedSelect:
+    """`statement`, compiled on first use for each dialect, returning at most one row."""
+
+    def __init__(self, statement: Select):
+        self.statement = statement
+        self.Row = namedtuple("Row", [column.key for column in statement.selected_columns])
+
+    def one_or_none(self, engine: Engine, params: dict[str, Any]):
+        """The one row `statement` selects with `params` (a named tuple), or None.
+
+        Raises SQLAlchemy's `DBAPIError` subclasses, as `Connection.execute` does; more
+        than one row is a bug in the statement and raises `LookupError`.
+        """
+        sql, bind_names, bind_processors, result_processors = self._compiled(engine.dialect)
+        values = {name: _apply(bind_processors[name], value) for name, value in params.items()}
+        arguments = tuple(values[name] for name in bind_names) if bind_names is not None else values
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        connection = cursor = None
+        try:
+            connection = engine.raw_connection()
+            cursor = connection.cursor()
+            cursor.execute(sql, arguments)
+            rows = cursor.fetchmany(2)
+        except dbapi_error as error:
+            if connection is not None and engine.dialect.is_disconnect(error, connection.dbapi_connection, cursor):
+                connection.invalidate(error)
+            raise DBAPIError.instance(sql, arguments, error, dbapi_error, dialect=engine.dialect) from error
+        finally:
+            if cursor is not None:
+                cursor.close()
+            if connection is not None:
+                connection.close()  # back to the pool, which rolls back
+        if not rows:
+            return None
+        if len(rows) > 1:
+            raise LookupError("PreparedSelect.one_or_none found more than one row")
+        return self.Row._make(map(_apply, result_processors, rows[0]))
+
+    # Bounded: a process has one engine, a test run a few dialects and many engines.
+    @lru_cache(maxsize=8)  # noqa: B019 (instances are module-level constants)
+    def _compiled(self, dialect: Dialect):
+        compiled = self.statement.compile(dialect=dialect)
+        bind_processors = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()
+        }
+        result_processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in self.statement.selected_columns
+        ]
+        # Positional paramstyles (SQLite's qmark) take a tuple in `positiontup` order;
+        # named ones (psycopg's pyformat) take the dict as it is.
+        bind_names = tuple(compiled.positiontup) if compiled.positional else None
+        return compiled.string, bind_names, bind_processors, result_processors
+
+
+def _apply(processor, value):
+    return value if processor is None else processor(value)
