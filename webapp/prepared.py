@@ -54,7 +54,9 @@ class PreparedSelect:
         except dbapi_error as error:
             if connection is not None and engine.dialect.is_disconnect(error, connection.dbapi_connection, cursor):
                 connection.invalidate(error)
-            raise DBAPIError.instance(sql, arguments, error, dbapi_error, dialect=engine.dialect) from error
+            raise DBAPIError.instance(
+                sql, arguments, error, dbapi_error, hide_parameters=engine.hide_parameters, dialect=engine.dialect
+            ) from error
         finally:
             if cursor is not None:
                 cursor.close()
