@@ -90,7 +90,7 @@ def test_the_engine_path_refuses_a_revoked_session(issued, policy, clock):
         "sqlite:////nonexistent-directory/app.sqlite3",
         f"postgresql+psycopg://postgres@127.0.0.1:{postgres.free_port()}/gone?connect_timeout=2",
     ],
-    ids=["sqlite", "postgresql"],
+    ids=["unreachable-sqlite", "unreachable-postgresql"],
 )
 def test_the_engine_path_reports_an_unreachable_database_as_operational_error(issued, policy, clock, dead_url):
     # OperationalError is what the app answers with 503 and untouched cookies.
