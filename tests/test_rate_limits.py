@@ -106,10 +106,13 @@ def test_counters_live_in_the_storage_rate_limit_storage_uri_names(app, email, s
 
 
 def test_a_limit_hit_is_a_security_event_of_the_account(app, email):
-    owner = client_from(app, "198.51.100.1")
+    # Fresh addresses: with Redis, a fixed one would start with the failures of earlier
+    # runs (kept 15 minutes) and hit the address limit instead of the account's.
+    owner = client_from(app)
     assert attempt(owner, email, PASSWORD).status_code == 302
 
-    attacker = client_from(app, "192.0.2.77")
+    attacker = client_from(app)
+    attacker_ip = attacker.environ_base["REMOTE_ADDR"]
     for _ in range(3):
         attempt(attacker, email, "wrong password")
     for _ in range(3):
@@ -121,7 +124,7 @@ def test_a_limit_hit_is_a_security_event_of_the_account(app, email):
     # The owner, still signed in elsewhere, sees it with the attacker's address.
     row = BeautifulSoup(owner.get("/account/sessions").data, "html.parser").select_one("[data-event]")
     assert "Too many sign-in attempts" in row.get_text()
-    assert "192.0.2.77" in row.get_text()
+    assert attacker_ip in row.get_text()
 
 
 def test_successful_sign_ins_never_count(app, email):
@@ -199,16 +202,21 @@ def test_csrf_failures_do_not_count(app, email):
     assert attempt(client, email, PASSWORD).status_code == 302
 
 
-@pytest.mark.parametrize("app_config", [{"LOGIN_LIMIT_PER_ACCOUNT": "2 per 1 second"}])
+# The window opens at the first failure and must still be open at the third attempt: a
+# one-second window left little room for three sign-ins on a loaded machine.
+WINDOW = 3
+
+
+@pytest.mark.parametrize("app_config", [{"LOGIN_LIMIT_PER_ACCOUNT": f"2 per {WINDOW} seconds"}])
 def test_the_right_password_gets_in_after_the_window(app, email):
     client = client_from(app)
     for _ in range(2):
         attempt(client, email, "wrong password")
     refused = attempt(client, email, PASSWORD)
     assert refused.status_code == 429
-    assert int(refused.headers["Retry-After"]) <= 1
+    assert int(refused.headers["Retry-After"]) <= WINDOW
     # Flask-Limiter keeps real time: the one short wait of the suite.
-    time.sleep(1.1)
+    time.sleep(WINDOW + 0.1)
     assert attempt(client, email, PASSWORD).status_code == 302
     assert client.get("/api/me").status_code == 200
 
@@ -223,7 +231,9 @@ def test_sign_in_fails_open_when_the_limit_storage_is_down(app, email, caplog):
             assert attempt(client, email, "wrong password").status_code == 200
         assert attempt(client, email, PASSWORD).status_code == 302
     assert client.get("/api/me").status_code == 200
-    assert any("rate limit" in record.getMessage().lower() for record in caplog.records)
+    # Logged once, when the outage was first met (signing up, in the fixture), not per attempt.
+    logged = caplog.get_records("setup") + caplog.records
+    assert [record.levelname for record in logged if "rate limit storage unreachable" in record.getMessage()] == ["WARNING"]
 
 
 def test_guessing_the_current_password_of_a_hijacked_session_is_limited(app, email):

@@ -17,16 +17,17 @@ The limits are shared (one scope per key kind), so failures on every endpoint we
 
 Storage comes from `RATELIMIT_STORAGE_URI` (Flask-Limiter reads that config key itself):
 `memory://` by default, Redis when it names one. If the storage is down, sign-in keeps
-working (`RATELIMIT_SWALLOW_ERRORS`) and the limiter logs the failure: an outage of the
-limiter must not lock everybody out.
+working (`swallow_errors`): an outage of the limiter must not lock everybody out. It is
+logged as a warning, once a minute (`StorageOutageLog`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import timedelta
 
-from flask import current_app, g, request
+from flask import current_app, g, has_app_context, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 
@@ -35,6 +36,35 @@ from ..extensions import db, limiter
 from .hooks import current_device, current_time
 
 log = logging.getLogger(__name__)
+
+OUTAGE_REPORT_INTERVAL = timedelta(minutes=1)
+
+
+class StorageOutageLog(logging.Filter):
+    """Flask-Limiter, told to swallow storage errors, logs each one at ERROR with a
+    traceback: while Redis is down, one per sign-in. Let through the first of each
+    minute per app, as one WARNING line that says what it means; drop the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not has_app_context() or not is_storage_error(record.exc_info):
+            return True  # not an outage of the storage: log as it comes
+        now = current_time()
+        quiet_until = current_app.extensions.get("ratelimit_outage_quiet_until")
+        if quiet_until is not None and now < quiet_until:
+            return False
+        current_app.extensions["ratelimit_outage_quiet_until"] = now + OUTAGE_REPORT_INTERVAL
+        record.msg = "rate limit storage unreachable, sign-in limits are off until it returns: %s (next report in %ds)"
+        record.args = (record.exc_info[1], OUTAGE_REPORT_INTERVAL.total_seconds())
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def is_storage_error(exc_info) -> bool:
+    return exc_info is not None and isinstance(exc_info[1], limiter.storage.base_exceptions)
+
+
+logging.getLogger("flask-limiter").addFilter(StorageOutageLog())
 
 TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts. Please wait a few minutes and try again."
 
