@@ -1,9 +1,15 @@
 """End-to-end fixtures: the real app behind a real HTTP server, driven by Debian's Chromium.
 
 The server is Werkzeug's, threaded (parallel requests of one page really race), on a
-free port of 127.0.0.1, with a migrated SQLite file of its own and the real clock:
+free port of 127.0.0.1, with a migrated SQLite file of its own and the wall clock:
 browsers expire cookies by the wall clock, so the access token lives only
 `ACCESS_TOKEN_TTL` seconds here and the tests wait for it, polling rather than sleeping.
+What only the server measures (the refresh grace window) a test skips by moving the
+server's clock forward (`ServerClock`) instead of sleeping through it.
+
+On a loaded machine: `ACCESS_TOKEN_TTL` must outlast every step between a browser getting
+an access cookie and a test looking at it (1.4s of the former 2 were seen to go by), and
+`REFRESH_REUSE_GRACE` the spread of one page's parallel requests; it is never waited out.
 
 Playwright cannot download browsers in this environment; it launches /usr/bin/chromium
 (`apt-get install -y chromium`). Without it every test here is skipped, saying why.
@@ -16,7 +22,9 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -40,17 +48,49 @@ LAUNCH_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ACCESS_TOKEN_TTL = 2
-REFRESH_REUSE_GRACE = 2
+ACCESS_TOKEN_TTL = 6
+REFRESH_REUSE_GRACE = 30
+# Playwright's waits (navigation, locators): generous, for a loaded 2-core machine.
+ACTION_TIMEOUT_MS = 15_000
 
 # Every test module here: `pytestmark = browser_tests`.
 browser_tests = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason=CHROMIUM_MISSING)]
+
+
+class ServerClock:
+    """The live server's clock: the wall clock, which browsers expire cookies by, that a
+    test may move forward (`advance`) or hold still for a moment (`frozen`).
+
+    Set and read from different threads: each change is one attribute assignment."""
+
+    def __init__(self):
+        self._offset = timedelta(0)
+        self._frozen_at: datetime | None = None
+
+    def __call__(self) -> datetime:
+        frozen_at = self._frozen_at
+        return frozen_at if frozen_at is not None else datetime.now(timezone.utc) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Time passes for the server alone, e.g. a grace window it would otherwise wait out."""
+        self._offset += timedelta(seconds=seconds)
+
+    @contextmanager
+    def frozen(self) -> Iterator[datetime]:
+        """No time passes for the server inside the block; afterwards it follows the wall
+        clock again."""
+        self._frozen_at = self()
+        try:
+            yield self._frozen_at
+        finally:
+            self._frozen_at = None
 
 
 @dataclass
 class LiveServer:
     url: str
     app: object
+    clock: ServerClock
 
     def __call__(self, path: str = "/") -> str:
         return self.url + path
@@ -60,15 +100,17 @@ class LiveServer:
 def live_server(tmp_path_factory, migrated_template) -> Iterator[LiveServer]:
     path = tmp_path_factory.mktemp("browser-db") / "app.sqlite3"
     shutil.copy(migrated_template, path)
+    clock = ServerClock()
     app = make_app(
         f"sqlite:///{path}",
+        clock,
         environ={"ACCESS_TOKEN_TTL": str(ACCESS_TOKEN_TTL), "REFRESH_REUSE_GRACE": str(REFRESH_REUSE_GRACE)},
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{server.server_port}", app=app)
+        yield LiveServer(url=f"http://127.0.0.1:{server.server_port}", app=app, clock=clock)
     finally:
         server.shutdown()
         server.server_close()
@@ -94,7 +136,7 @@ class Device:
     def __init__(self, browser, server: LiveServer):
         self.server = server
         self.context = browser.new_context(base_url=server.url, viewport={"width": 1100, "height": 800})
-        self.context.set_default_timeout(5000)
+        self.context.set_default_timeout(ACTION_TIMEOUT_MS)
         self.page = self.context.new_page()
 
     def new_page(self):
@@ -134,7 +176,7 @@ class Device:
         nav = (page or self.page).locator("[data-testid=signed-in-email]")
         return nav.inner_text() if nav.count() else None
 
-    def wait_for_access_expiry(self, timeout: float = ACCESS_TOKEN_TTL + 3) -> None:
+    def wait_for_access_expiry(self, timeout: float = ACCESS_TOKEN_TTL + 15) -> None:
         """Until the browser has dropped the access cookie (it lives as long as the token)."""
         deadline = time.monotonic() + timeout
         while "access_token" in self.cookies():
