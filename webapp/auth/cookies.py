@@ -7,6 +7,7 @@ response that clears the cookies can never set them again afterwards.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from flask import Response, current_app, g
@@ -44,7 +45,10 @@ def _attributes() -> dict:
 
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
-    return max(0, int((moment - now).total_seconds()))
+    # Rounded up: a 900 s token gets Max-Age=900, not 899 because `exp` is a whole
+    # second. In the fraction of a second the cookie may outlive its token, the request
+    # is rotated like any other with an expired access token.
+    return max(0, math.ceil((moment - now).total_seconds()))
 
 
 def write_auth_cookies(response: Response) -> Response:
