@@ -1,19 +1,20 @@
-"""A SELECT that runs on every signed-in request, without SQLAlchemy's per-query overhead.
+"""SELECTs that run on every signed-in request, without SQLAlchemy's per-query overhead.
 
 Checking that an access token's session is still active is one indexed lookup. Through
 SQLAlchemy Core (`Connection.execute`, then `Result`) it costs about 115 µs, against
 about 20 µs straight on a pooled DB-API connection: the difference is the Python around
 the query (a Connection object, an execution context, result metadata). On a page that
 costs under a millisecond, that alone broke the budget of 10% for everything the auth
-hook does (bench/results.md).
+hook does (bench/results.md). The rotation's read of its session row goes the same way.
 
 `PreparedSelect` keeps SQLAlchemy for what it is good at: the statement is written and
 compiled by SQLAlchemy, once per dialect; values pass through each column type's own
 bind and result processors (so `UTCDateTime` behaves exactly as in the ORM); the
 connection comes from the engine's pool, with its connect-time settings, checkout ping
-and return-time rollback. What it leaves out is the per-call object machinery. Driver
-errors are turned into SQLAlchemy's own exceptions, so the app's 503 handling sees the
-same `OperationalError` either way, and a connection found dead is invalidated as
+and return-time rollback (or is the one a Connection already holds, in its
+transaction). What it leaves out is the per-call object machinery. Driver errors are
+turned into SQLAlchemy's own exceptions, so the app's 503 handling sees the same
+`OperationalError` either way, and a connection found dead is invalidated as
 `Connection` would do.
 """
 
@@ -23,7 +24,7 @@ from collections import namedtuple
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import Connection, Engine, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -35,32 +36,35 @@ class PreparedSelect:
         self.statement = statement
         self.Row = namedtuple("Row", [column.key for column in statement.selected_columns])
 
-    def one_or_none(self, engine: Engine, params: dict[str, Any]):
+    def one_or_none(self, source: Engine | Connection, params: dict[str, Any]):
         """The one row `statement` selects with `params` (a named tuple), or None.
 
-        Raises SQLAlchemy's `DBAPIError` subclasses, as `Connection.execute` does; more
-        than one row is a bug in the statement and raises `LookupError`.
+        With an Engine, the query runs on a connection checked out of its pool for this
+        call alone; with a Connection, on the DB-API connection it holds, inside its
+        transaction. Raises SQLAlchemy's `DBAPIError` subclasses, as `Connection.execute`
+        does; more than one row is a bug in the statement and raises `LookupError`.
         """
-        sql, bind_names, bind_processors, result_processors = self._compiled(engine.dialect)
+        dialect = source.dialect
+        sql, bind_names, bind_processors, result_processors = self._compiled(dialect)
         values = {name: _apply(bind_processors[name], value) for name, value in params.items()}
         arguments = tuple(values[name] for name in bind_names) if bind_names is not None else values
-        dbapi_error = engine.dialect.loaded_dbapi.Error
+        checked_out = isinstance(source, Engine)
         connection = cursor = None
         try:
-            connection = engine.raw_connection()
+            connection = source.raw_connection() if checked_out else source.connection
             cursor = connection.cursor()
             cursor.execute(sql, arguments)
             rows = cursor.fetchmany(2)
-        except dbapi_error as error:
-            if connection is not None and engine.dialect.is_disconnect(error, connection.dbapi_connection, cursor):
-                connection.invalidate(error)
+        except dialect.loaded_dbapi.Error as error:
+            if connection is not None and dialect.is_disconnect(error, connection.dbapi_connection, cursor):
+                (connection if checked_out else source).invalidate(error)
             raise DBAPIError.instance(
-                sql, arguments, error, dbapi_error, hide_parameters=engine.hide_parameters, dialect=engine.dialect
+                sql, arguments, error, dialect.loaded_dbapi.Error, hide_parameters=source.engine.hide_parameters, dialect=dialect
             ) from error
         finally:
             if cursor is not None:
                 cursor.close()
-            if connection is not None:
+            if checked_out and connection is not None:
                 connection.close()  # back to the pool, which rolls back
         if not rows:
             return None

@@ -306,9 +306,9 @@ def _end_sessions_over_limit(
 
 _sessions, _users = Session.__table__, User.__table__
 
-# Core statements built once, run on the session's connection: on every request the ORM's
-# statement building, compilation lookup and result machinery cost several times the
-# indexed lookup itself (bench/run.py measures it).
+# Core statements built once. The two reads run through prepared.PreparedSelect: on every
+# request, the ORM's and even Core's per-call machinery cost several times the indexed
+# lookup itself (bench/run.py measures it).
 _SESSION_WITH_USER = (
     select(
         _sessions.c.id,
@@ -342,6 +342,7 @@ _ACTIVE_SESSION = (
         _users.c.disabled_at.is_(None),
     )
 )
+_SESSION_WITH_USER_PREPARED = PreparedSelect(_SESSION_WITH_USER)
 _ACTIVE_SESSION_PREPARED = PreparedSelect(_ACTIVE_SESSION)
 
 # The compare-and-set of a rotation.
@@ -362,7 +363,9 @@ _ROTATE = (
 
 
 def _load(db: DbSession, public_id: str):
-    return db.connection().execute(_SESSION_WITH_USER, {"public_id": public_id}).one_or_none()
+    # On the session's connection and in its transaction, without Core's per-call
+    # overhead (prepared.py): a rotation starts here.
+    return _SESSION_WITH_USER_PREPARED.one_or_none(db.connection(), {"public_id": public_id})
 
 
 def _is_live(row, now: datetime) -> bool:
@@ -384,11 +387,7 @@ def authenticate(
         access_token, keys=policy.keys, now=_epoch(now), issuer=policy.issuer, audience=policy.audience
     )
     params = {"public_id": claims.session_id, "user_id": claims.user_id, "now": now}
-    if isinstance(db, Engine):
-        row = _ACTIVE_SESSION_PREPARED.one_or_none(db, params)
-    else:
-        connection = db if isinstance(db, Connection) else db.connection()
-        row = connection.execute(_ACTIVE_SESSION, params).one_or_none()
+    row = _ACTIVE_SESSION_PREPARED.one_or_none(db if isinstance(db, (Engine, Connection)) else db.connection(), params)
     if row is None:
         raise SessionInactive(claims.session_id)
     return SignedIn(
