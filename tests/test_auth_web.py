@@ -337,7 +337,10 @@ def test_security_headers_on_every_page(client, auth):
 
 
 def test_landing_page_says_who_is_signed_in(client, auth):
-    assert "Sign in" in page_text(client.get("/"))
+    landing = client.get("/")
+    assert "Sign in" in page_text(landing)
+    # What a browser tab shows: plain words, nothing of the page inside.
+    assert BeautifulSoup(landing.data, "html.parser").title.get_text() == "Welcome · Webapp"
     auth.register()
     assert "Signed in as alice@example.com" in page_text(client.get("/"))
 
