@@ -148,6 +148,23 @@ def test_failed_attempts_per_ip_address_end_in_429(app):
     assert attempt(client_from(app), f"nobody-{secrets.token_hex(3)}@example.com", "guess").status_code == 200
 
 
+def test_a_breach_by_an_address_no_database_can_store_is_a_429_and_no_false_alarm(app, caplog):
+    # JSON can carry a lone surrogate; no stored email holds one, and drivers refuse it.
+    client = client_from(app)
+    for n in range(5):
+        assert attempt(client, f"nobody-{n}-{secrets.token_hex(3)}@example.com", "guess").status_code == 200
+    with caplog.at_level(logging.WARNING):
+        response = client.post(
+            "/api/auth/token",
+            data=b'{"email": "\\ud800@example.com", "password": "guess", "client_name": "x"}',
+            content_type="application/json",
+        )
+    assert response.status_code == 429 and response.json["error"] == "too_many_attempts"
+    assert "Retry-After" in response.headers
+    # Nothing went wrong with the limiter's storage, and nothing says it did.
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], caplog.text
+
+
 def test_the_account_key_is_the_normalised_email(app, email):
     client = client_from(app)
     for variant in (email.upper(), f"  {email}  ", email.title()):

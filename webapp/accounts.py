@@ -31,9 +31,19 @@ def normalize_email(email: str) -> str:
     return email.strip().casefold()
 
 
+def encodes_as_utf8(text: str) -> bool:
+    """False for text with lone surrogates (JSON can carry them; no database takes them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def find_user(db: DbSession, email: str) -> User | None:
-    if "\x00" in email:
-        # No stored email holds a NUL, and PostgreSQL refuses one even in a query.
+    if "\x00" in email or not encodes_as_utf8(email):
+        # No stored email holds a NUL or a lone surrogate, and the database drivers
+        # refuse both even in a query.
         return None
     return db.execute(select(User).where(User.email == normalize_email(email))).scalar_one_or_none()
 

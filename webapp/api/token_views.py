@@ -54,17 +54,9 @@ def json_body(*required: str) -> dict[str, str]:
             raise BadRequest(400, "invalid_request", f"'{name}' must be a non-empty string.")
     for name, value in body.items():
         # JSON can spell lone surrogates ("\ud800"), which no database accepts.
-        if isinstance(value, str) and not _is_utf8(value):
+        if isinstance(value, str) and not accounts.encodes_as_utf8(value):
             raise BadRequest(400, "invalid_request", f"'{name}' is not valid text.")
     return body
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def invalid_grant(message: str):

@@ -30,6 +30,8 @@ from datetime import timedelta
 from flask import current_app, g, has_app_context, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
+from limits.errors import StorageError
+from limits.storage import MemoryStorage
 
 from .. import accounts, sessions
 from ..extensions import db, limiter
@@ -46,22 +48,34 @@ class StorageOutageLog(logging.Filter):
     minute per app, as one WARNING line that says what it means; drop the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not has_app_context() or not is_storage_error(record.exc_info):
-            return True  # not an outage of the storage: log as it comes
+        if not has_app_context() or not is_storage_outage(record):
+            return True  # anything else: logged as it comes
         now = current_time()
         quiet_until = current_app.extensions.get("ratelimit_outage_quiet_until")
         if quiet_until is not None and now < quiet_until:
             return False
         current_app.extensions["ratelimit_outage_quiet_until"] = now + OUTAGE_REPORT_INTERVAL
-        record.msg = "rate limit storage unreachable, sign-in limits are off until it returns: %s (next report in %ds)"
-        record.args = (record.exc_info[1], OUTAGE_REPORT_INTERVAL.total_seconds())
+        record.msg = "rate limit storage unreachable, sign-in limits are off until it returns: %s: %s (next report in %ds)"
+        error = record.exc_info[1]
+        record.args = (type(error).__name__, error, OUTAGE_REPORT_INTERVAL.total_seconds())
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
         return True
 
 
-def is_storage_error(exc_info) -> bool:
-    return exc_info is not None and isinstance(exc_info[1], limiter.storage.base_exceptions)
+# What Flask-Limiter logs when it swallows an error of its storage.
+_SWALLOWED_STORAGE_ERRORS = ("Failed to rate limit", "Failed to update rate limit headers", "Failed to deduct rate limit")
+
+
+def is_storage_outage(record: logging.LogRecord) -> bool:
+    """A swallowed error from a storage that can be out of reach (not memory://, whose
+    `base_exceptions` is ValueError, which would claim unrelated bugs)."""
+    if record.exc_info is None or not str(record.msg).startswith(_SWALLOWED_STORAGE_ERRORS):
+        return False
+    error = record.exc_info[1]
+    if isinstance(error, StorageError):  # the storage's errors, when it wraps them
+        return True
+    return not isinstance(limiter.storage, MemoryStorage) and isinstance(error, limiter.storage.base_exceptions)
 
 
 logging.getLogger("flask-limiter").addFilter(StorageOutageLog())
