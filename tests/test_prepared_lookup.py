@@ -4,16 +4,19 @@ the SQLAlchemy path does, and fail the way the app knows how to handle."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, literal_column, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
 
 from webapp import accounts, sessions, tokens
 from webapp.extensions import db
 from webapp.models import Session
+from webapp.prepared import PreparedSelect
 from webapp.sessions import Device, SessionInactive
 
 from . import postgres
@@ -147,3 +150,38 @@ def test_a_connection_killed_under_the_pool_fails_once_then_is_replaced(clock, c
             engine.dispose()
     finally:
         postgres.drop_database(url)
+
+
+def test_a_query_interrupted_midway_never_goes_back_to_the_pool(tmp_path):
+    # A worker timeout or Ctrl-C lands in the middle of `execute`: that connection's
+    # state is unknown, so the next lookup must get a fresh one.
+    interrupt = []
+
+    class Cursor(sqlite3.Cursor):
+        def execute(self, *args):
+            if interrupt:
+                raise KeyboardInterrupt
+            return super().execute(*args)
+
+    class Connection(sqlite3.Connection):
+        def cursor(self, factory=Cursor):
+            return super().cursor(factory)
+
+    opened = []
+
+    def connect():
+        opened.append(sqlite3.connect(tmp_path / "db.sqlite3", factory=Connection, check_same_thread=False))
+        return opened[-1]
+
+    engine = create_engine("sqlite://", creator=connect, poolclass=QueuePool)
+    lookup = PreparedSelect(select(literal_column("1").label("one")))
+    try:
+        assert lookup.one_or_none(engine, {}) == (1,) and len(opened) == 1
+        interrupt.append(True)
+        with pytest.raises(KeyboardInterrupt):
+            lookup.one_or_none(engine, {})
+        interrupt.clear()
+        assert lookup.one_or_none(engine, {}) == (1,)
+        assert len(opened) == 2, "the interrupted connection was handed out again"
+    finally:
+        engine.dispose()

@@ -55,15 +55,29 @@ class PreparedSelect:
             cursor = connection.cursor()
             cursor.execute(sql, arguments)
             rows = cursor.fetchmany(2)
+            cursor.close()
         except dialect.loaded_dbapi.Error as error:
-            if connection is not None and dialect.is_disconnect(error, connection.dbapi_connection, cursor):
+            lost = connection is not None and dialect.is_disconnect(error, connection.dbapi_connection, cursor)
+            _close_quietly(cursor)
+            if lost:
                 (connection if checked_out else source).invalidate(error)
             raise DBAPIError.instance(
-                sql, arguments, error, dialect.loaded_dbapi.Error, hide_parameters=source.engine.hide_parameters, dialect=dialect
+                sql,
+                arguments,
+                error,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=source.engine.hide_parameters,
+                dialect=dialect,
+                connection_invalidated=lost,
             ) from error
+        except BaseException as error:
+            _close_quietly(cursor)
+            # Interrupted mid-query (a worker timeout, Ctrl-C): the connection's state
+            # is unknown, so it is not reused, as Core does.
+            if connection is not None and not isinstance(error, Exception):
+                (connection if checked_out else source).invalidate(error)
+            raise
         finally:
-            if cursor is not None:
-                cursor.close()
             if checked_out and connection is not None:
                 connection.close()  # back to the pool, which rolls back
         if not rows:
@@ -91,3 +105,12 @@ class PreparedSelect:
 
 def _apply(processor, value):
     return value if processor is None else processor(value)
+
+
+def _close_quietly(cursor) -> None:
+    # After a lost connection closing the cursor can fail too; the first error is the one to report.
+    if cursor is not None:
+        try:
+            cursor.close()
+        except Exception:
+            pass
