@@ -11,8 +11,9 @@ hook does (bench/results.md). The rotation's read of its session row goes the sa
 compiled by SQLAlchemy, once per dialect; values pass through each column type's own
 bind and result processors (so `UTCDateTime` behaves exactly as in the ORM); the
 connection comes from the engine's pool, with its connect-time settings, checkout ping
-and return-time rollback (or is the one a Connection already holds, in its
-transaction). What it leaves out is the per-call object machinery. Driver errors are
+and return-time rollback (or is the one a Connection already holds, in its transaction).
+What it leaves out is the per-call object machinery, and with it the engine's cursor
+events and `echo` logging: these two queries do not show in SQL logs. Driver errors are
 turned into SQLAlchemy's own exceptions, so the app's 503 handling sees the same
 `OperationalError` either way, and a connection found dead is invalidated as
 `Connection` would do.
