@@ -72,14 +72,9 @@ def migrated_template(tmp_path_factory) -> Path:
 def migrated_postgres_database() -> str:
     """A database of this run's own on the TEST_DATABASE_URL server, migrated once,
     dropped at the end of the run."""
-    if postgres.admin_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
-    try:
+    with postgres.throwaway_database() as url:
         migrate_database(make_app(url))
         yield url
-    finally:
-        postgres.drop_database(url)
 
 
 # Every test that uses `database_url` (and so `app` and `client`) runs on SQLite, and on
@@ -112,6 +107,18 @@ def app(database_url, clock, app_config):
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def ctx(app):
+    """The `app` fixture with its app context pushed, for engine-level tests."""
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def policy(ctx):
+    return ctx.extensions["session_policy"]
 
 
 @pytest.fixture

@@ -14,9 +14,12 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
@@ -59,6 +62,19 @@ def create_database(url: str | None = None) -> str:
     with _connect_admin(url) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    """An empty database of our own on the TEST_DATABASE_URL server for the block, dropped
+    afterwards; the test is skipped when no server is named."""
+    if admin_url() is None:
+        pytest.skip(SKIP_REASON)
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
 
 
 def drop_database(database_url: str, url: str | None = None) -> None:

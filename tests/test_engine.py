@@ -20,17 +20,6 @@ from .conftest import PASSWORD, TEST_SECRET
 
 
 @pytest.fixture
-def ctx(app):
-    with app.app_context():
-        yield app
-
-
-@pytest.fixture
-def policy(ctx):
-    return ctx.extensions["session_policy"]
-
-
-@pytest.fixture
 def user(ctx, clock):
     return accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
 

@@ -59,13 +59,8 @@ def server_database(request, tmp_path_factory):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('multiworker') / 'app.sqlite3'}"
         return
-    if postgres.admin_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
-    try:
+    with postgres.throwaway_database() as url:
         yield url
-    finally:
-        postgres.drop_database(url)
 
 
 @pytest.fixture(scope="module")

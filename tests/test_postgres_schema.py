@@ -24,13 +24,8 @@ def empty_database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
         return
-    if postgres.admin_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
-    try:
+    with postgres.throwaway_database() as url:
         yield url
-    finally:
-        postgres.drop_database(url)
 
 
 def upgraded(url: str) -> dict:
@@ -110,13 +105,8 @@ def test_migrations_downgrade_to_nothing_and_back(empty_database_url):
 
 @pytest.mark.postgres
 def test_sqlite_and_postgresql_get_the_same_schema(tmp_path):
-    if postgres.admin_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    sqlite_schema = upgraded(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
-    url = postgres.create_database()
-    try:
+    with postgres.throwaway_database() as url:
         postgresql_schema = upgraded(url)
-    finally:
-        postgres.drop_database(url)
+    sqlite_schema = upgraded(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert {"users", "sessions", "security_events"} <= set(sqlite_schema)
     assert postgresql_schema == sqlite_schema

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
-import psycopg
 import pytest
 from sqlalchemy import create_engine, literal_column, select, update
 from sqlalchemy.exc import OperationalError
@@ -20,18 +19,7 @@ from webapp.prepared import PreparedSelect
 from webapp.sessions import Device, SessionInactive
 
 from . import postgres
-from .conftest import PASSWORD, make_app, migrate_database
-
-
-@pytest.fixture
-def ctx(app):
-    with app.app_context():
-        yield app
-
-
-@pytest.fixture
-def policy(ctx):
-    return ctx.extensions["session_policy"]
+from .conftest import PASSWORD, make_app
 
 
 @pytest.fixture
@@ -117,39 +105,31 @@ def test_the_engine_path_reports_an_unreachable_database_as_operational_error(is
 
 
 @pytest.mark.postgres
-def test_a_connection_killed_under_the_pool_fails_once_then_is_replaced(clock, caplog):
-    if postgres.admin_url() is None:
-        pytest.skip(postgres.SKIP_REASON)
-    url = postgres.create_database()
+def test_a_connection_killed_under_the_pool_fails_once_then_is_replaced(migrated_postgres_database, clock, caplog):
+    url = migrated_postgres_database
+    postgres.empty_tables(url)
+    app = make_app(url, clock)
+    with app.app_context():
+        policy = app.extensions["session_policy"]
+        user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
+        issued = sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "1.2.3.4"))
+        db.engine.dispose()
+    # No checkout ping: the dead connection is handed out, as happens between a server
+    # restart and the pool noticing.
+    engine = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=False)
     try:
-        app = make_app(url, clock)
-        migrate_database(app)
-        with app.app_context():
-            policy = app.extensions["session_policy"]
-            user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
-            issued = sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "1.2.3.4"))
-            db.engine.dispose()
-        # No checkout ping: the dead connection is handed out, as happens between a
-        # server restart and the pool noticing.
-        engine = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=False)
-        try:
-            sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
-            with engine.connect() as connection:
-                backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-            with psycopg.connect(postgres._conninfo(url), autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
+        postgres.terminate_connections(url)  # the pooled one among them
 
-            with pytest.raises(OperationalError):
-                sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
-            # The dead connection was invalidated, not put back: the next call reconnects,
-            # and the pool did not have to find out itself (an ERROR with a traceback).
-            assert not [record for record in caplog.records if record.levelname == "ERROR"], caplog.text
-            signed_in = sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
-            assert signed_in.session_id == issued.session_id
-        finally:
-            engine.dispose()
+        with pytest.raises(OperationalError):
+            sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
+        # The dead connection was invalidated, not put back: the next call reconnects,
+        # and the pool did not have to find out itself (an ERROR with a traceback).
+        assert not [record for record in caplog.records if record.levelname == "ERROR"], caplog.text
+        signed_in = sessions.authenticate(engine, issued.access_token, policy=policy, now=clock())
+        assert signed_in.session_id == issued.session_id
     finally:
-        postgres.drop_database(url)
+        engine.dispose()
 
 
 def test_a_query_interrupted_midway_never_goes_back_to_the_pool(tmp_path):

@@ -18,12 +18,6 @@ from .conftest import PASSWORD, AuthActions
 DAY = timedelta(days=1)
 
 
-@pytest.fixture
-def ctx(app):
-    with app.app_context():
-        yield app
-
-
 def seed_session(app, user, clock, *, created_ago, idle_ends_in=None, ends_in=None, revoked_ago=None) -> str:
     """A session with the given times relative to now (negative `*_in`: in the past)."""
     now = clock()
