@@ -16,6 +16,7 @@ a copy in the wrong hands and the whole session is revoked.
 from __future__ import annotations
 
 import enum
+import math
 import secrets
 import threading
 from dataclasses import dataclass, replace
@@ -55,6 +56,7 @@ __all__ = [
     "prune_sessions",
     "record_sign_in_rate_limited",
     "renew_session_tokens",
+    "seconds_until",
 ]
 
 # Last-active is written at most this often per session: a write per request would make
@@ -148,6 +150,14 @@ class IssuedTokens:
 
 def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
+
+
+def seconds_until(moment: datetime, now: datetime) -> int:
+    """Whole seconds from `now` to `moment`, rounded up, never negative: what a cookie's
+    Max-Age or a token response's `expires_in` says. A 900 s token issued a moment ago
+    says 900, not 899; in the fraction of a second a client may hold it past its `exp`,
+    the token is refused as expired like any other."""
+    return max(0, math.ceil((moment - now).total_seconds()))
 
 
 def _issue_access_token(

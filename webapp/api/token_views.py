@@ -8,8 +8,6 @@ appear on the sessions page under the name the client gave.
 
 from __future__ import annotations
 
-import math
-
 from flask import Blueprint, current_app, jsonify, request
 
 from .. import accounts, sessions
@@ -66,8 +64,7 @@ def invalid_grant(message: str):
 
 
 def token_response(issued: IssuedTokens):
-    # Rounded up, as the access cookie's Max-Age: a 900 s token says 900.
-    expires_in = max(0, math.ceil((issued.access_expires_at - current_time()).total_seconds()))
+    expires_in = sessions.seconds_until(issued.access_expires_at, current_time())
     return no_store(
         jsonify(
             access_token=issued.access_token,

@@ -7,12 +7,9 @@ response that clears the cookies can never set them again afterwards.
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
-
 from flask import Response, current_app, g
 
-from ..sessions import IssuedTokens
+from ..sessions import IssuedTokens, seconds_until
 
 _CLEAR = "clear"
 
@@ -44,13 +41,6 @@ def _attributes() -> dict:
     }
 
 
-def _seconds_until(moment: datetime, now: datetime) -> int:
-    # Rounded up: a 900 s token gets Max-Age=900, not 899 because `exp` is a whole
-    # second. In the fraction of a second the cookie may outlive its token, the request
-    # is rotated like any other with an expired access token.
-    return max(0, math.ceil((moment - now).total_seconds()))
-
-
 def write_auth_cookies(response: Response) -> Response:
     action = g.get("auth_cookies")
     if action is None:
@@ -64,10 +54,10 @@ def write_auth_cookies(response: Response) -> Response:
     response.set_cookie(
         access_cookie_name(),
         action.access_token,
-        max_age=_seconds_until(action.access_expires_at, now),
+        max_age=seconds_until(action.access_expires_at, now),
         **attributes,
     )
     # Without "remember me" the refresh cookie ends with the browser session.
-    refresh_max_age = _seconds_until(action.refresh_expires_at, now) if action.persistent else None
+    refresh_max_age = seconds_until(action.refresh_expires_at, now) if action.persistent else None
     response.set_cookie(refresh_cookie_name(), action.refresh_token, max_age=refresh_max_age, **attributes)
     return response
