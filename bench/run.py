@@ -225,7 +225,9 @@ def ensure_wrk() -> str:
             subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True)
             found = shutil.which("wrk")
     if not found:
-        raise SystemExit("make bench needs wrk: install it with `sudo apt-get install wrk` (Debian/Ubuntu) and run again")
+        raise SystemExit(
+            "make bench needs wrk: install it with `sudo apt-get install wrk` (Debian/Ubuntu) and run again"
+        )
     return found
 
 
@@ -239,7 +241,6 @@ class WrkResult:
     errors: int
     overflow: int
     cpu_ms: float = float("nan")  # worker CPU per request
-
 
     @property
     def rps(self) -> float:
@@ -260,7 +261,13 @@ def wrk(
 ) -> WrkResult:
     lines_file = workdir / f"lines-{secrets.token_hex(4)}.txt"
     lines_file.write_text("\n".join(lines) + "\n")
-    environ = dict(os.environ, BENCH_LINES=str(lines_file), BENCH_METHOD=method, BENCH_HEADERS=headers, BENCH_CYCLE="1" if cycle else "0")
+    environ = dict(
+        os.environ,
+        BENCH_LINES=str(lines_file),
+        BENCH_METHOD=method,
+        BENCH_HEADERS=headers,
+        BENCH_CYCLE="1" if cycle else "0",
+    )
     cpu_before = server.cpu_seconds() if server else 0.0
     out = subprocess.run(
         [WRK, "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "30s", "-s", str(LUA), url],
@@ -277,7 +284,9 @@ def wrk(
     data = json.loads(report.removeprefix("BENCH_JSON "))
     errors = sum(data[key] for key in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
     if errors:
-        detail = {key: data[key] for key in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")}
+        detail = {
+            key: data[key] for key in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+        }
         print(f"  wrk errors at {url}: {detail}", file=sys.stderr)
     if data["overflow"]:
         raise SystemExit(f"wrk ran out of fresh tokens ({data['overflow']} requests without): raise MAX_RPS")
@@ -329,7 +338,9 @@ class Bench:
     def create_users(self, emails: list[str], password_hash: str) -> list[int]:
         now = datetime.now(timezone.utc)
         with self.app.app_context():
-            db.session.execute(insert(User), [{"email": email, "password_hash": password_hash, "created_at": now} for email in emails])
+            db.session.execute(
+                insert(User), [{"email": email, "password_hash": password_hash, "created_at": now} for email in emails]
+            )
             db.session.commit()
             ids = dict(db.session.execute(select(User.email, User.id).where(User.email.in_(emails))).all())
             db.engine.dispose()
@@ -362,9 +373,19 @@ class Bench:
         pool = Pool(public_ids, user_id)
         issued = int(now.timestamp())
         for public_id in public_ids:
-            common = dict(user_id=user_id, session_id=public_id, keys=self.policy.keys, issuer=self.policy.issuer, audience=self.policy.audience)
-            pool.valid_access[public_id] = tokens.encode_access_token(issued_at=issued, expires_at=issued + 3600, **common)
-            pool.expired_access[public_id] = tokens.encode_access_token(issued_at=issued - 7200, expires_at=issued - 3600, **common)
+            common = dict(
+                user_id=user_id,
+                session_id=public_id,
+                keys=self.policy.keys,
+                issuer=self.policy.issuer,
+                audience=self.policy.audience,
+            )
+            pool.valid_access[public_id] = tokens.encode_access_token(
+                issued_at=issued, expires_at=issued + 3600, **common
+            )
+            pool.expired_access[public_id] = tokens.encode_access_token(
+                issued_at=issued - 7200, expires_at=issued - 3600, **common
+            )
         return pool
 
     def count_sessions(self) -> int:
@@ -381,7 +402,9 @@ class Bench:
             raise SystemExit(f"{len(revoked)} bench sessions were revoked: the rotation lines are wrong")
         return {public_id: counter for public_id, counter, _ in rows}
 
-    def rotation_lines(self, pool: Pool, *, with_expired_access: bool, seconds: float, database: Path | None = None) -> list[str]:
+    def rotation_lines(
+        self, pool: Pool, *, with_expired_access: bool, seconds: float, database: Path | None = None
+    ) -> list[str]:
         counters = self.counters(pool, database)
         passes = int(MAX_RPS * seconds / len(pool.public_ids)) + 2
         refresh_name, access_name = self.cookie_name("refresh_token"), self.cookie_name("access_token")
@@ -471,34 +494,79 @@ def measure_pages(server: Server, bench: Bench, signed: Pool, rotating: Pool) ->
     reply = http_request(server.port, "GET", "/account", headers={"Cookie": bench.access_lines(signed)[0]})
     check(reply.status == 200 and not reply.cookies(), f"signed-in /account gave {reply.status}")
     sizes["/account (signed in)"] = len(reply.body)
-    reply = http_request(server.port, "GET", "/account", headers={"Cookie": bench.rotation_lines(rotating, with_expired_access=True, seconds=0)[0]})
-    check(reply.status == 200 and len(reply.cookies()) == 2, f"rotating /account gave {reply.status} {reply.cookies().keys()}")
+    reply = http_request(
+        server.port,
+        "GET",
+        "/account",
+        headers={"Cookie": bench.rotation_lines(rotating, with_expired_access=True, seconds=0)[0]},
+    )
+    check(
+        reply.status == 200 and len(reply.cookies()) == 2,
+        f"rotating /account gave {reply.status} {reply.cookies().keys()}",
+    )
     sizes["/account (rotating)"] = len(reply.body)
 
     signed_root = [line for line in bench.access_lines(signed)]
     reply = http_request(server.port, "GET", "/", headers={"Cookie": signed_root[0]})
-    check(reply.status == 200 and b"Signed in as" in reply.body and not reply.cookies(), f"signed-in / gave {reply.status}")
+    check(
+        reply.status == 200 and b"Signed in as" in reply.body and not reply.cookies(),
+        f"signed-in / gave {reply.status}",
+    )
     sizes["/ (signed in)"] = len(reply.body)
 
     def run_anonymous():
-        return wrk(server.url + "/", anonymous_line, bench.workdir, connections=CONNECTIONS, seconds=SECONDS, cycle=True, server=server)
+        return wrk(
+            server.url + "/",
+            anonymous_line,
+            bench.workdir,
+            connections=CONNECTIONS,
+            seconds=SECONDS,
+            cycle=True,
+            server=server,
+        )
 
     def run_signed_in():
-        return wrk(server.url + "/account", bench.access_lines(signed), bench.workdir, connections=CONNECTIONS, seconds=SECONDS, cycle=True, server=server)
+        return wrk(
+            server.url + "/account",
+            bench.access_lines(signed),
+            bench.workdir,
+            connections=CONNECTIONS,
+            seconds=SECONDS,
+            cycle=True,
+            server=server,
+        )
 
     def run_signed_in_root():
-        return wrk(server.url + "/", signed_root, bench.workdir, connections=CONNECTIONS, seconds=SECONDS, cycle=True, server=server)
+        return wrk(
+            server.url + "/",
+            signed_root,
+            bench.workdir,
+            connections=CONNECTIONS,
+            seconds=SECONDS,
+            cycle=True,
+            server=server,
+        )
 
     def run_rotating():
         before = sum(bench.counters(rotating).values())
         lines = bench.rotation_lines(rotating, with_expired_access=True, seconds=SECONDS)
-        result = wrk(server.url + "/account", lines, bench.workdir, connections=CONNECTIONS, seconds=SECONDS, server=server)
+        result = wrk(
+            server.url + "/account", lines, bench.workdir, connections=CONNECTIONS, seconds=SECONDS, server=server
+        )
         rotated = sum(bench.counters(rotating).values()) - before
         # wrk stops counting at its deadline; a request or two in flight may still rotate.
-        check(abs(rotated - result.requests) <= CONNECTIONS, f"{result.requests} rotating requests but {rotated} rotations")
+        check(
+            abs(rotated - result.requests) <= CONNECTIONS,
+            f"{result.requests} rotating requests but {rotated} rotations",
+        )
         return result
 
-    sides = {"anonymous": run_anonymous, "signed_in": run_signed_in, "signed_in_root": run_signed_in_root, "rotating": run_rotating}
+    sides = {
+        "anonymous": run_anonymous,
+        "signed_in": run_signed_in,
+        "signed_in_root": run_signed_in_root,
+        "rotating": run_rotating,
+    }
     runs = {name: [] for name in sides}
     for round_number in range(ROUNDS):
         # A B C D, then D C B A: a drift in the machine's load hits every side alike.
@@ -508,7 +576,8 @@ def measure_pages(server: Server, bench: Bench, signed: Pool, rotating: Pool) ->
         log(
             f"  round {round_number + 1}: / {runs['anonymous'][-1].rps:.0f} rps, /account {runs['signed_in'][-1].rps:.0f} rps, "
             f"/ signed in {runs['signed_in_root'][-1].rps:.0f} rps, rotating {runs['rotating'][-1].rps:.0f} rps; worker CPU per request "
-            + ", ".join(f"{runs[name][-1].cpu_ms:.2f}" for name in sides) + " ms"
+            + ", ".join(f"{runs[name][-1].cpu_ms:.2f}" for name in sides)
+            + " ms"
         )
     for name, results in runs.items():
         check(all(result.errors == 0 for result in results), f"{name}: wrk saw errors")
@@ -518,7 +587,9 @@ def measure_pages(server: Server, bench: Bench, signed: Pool, rotating: Pool) ->
     return {
         "cpu_ms": {name: [result.cpu_ms for result in results] for name, results in runs.items()},
         "cpu_signed_in": ratio_summary([a.cpu_ms / s.cpu_ms for s, a in zip(runs["signed_in"], runs["anonymous"])]),
-        "cpu_same_page": ratio_summary([a.cpu_ms / s.cpu_ms for s, a in zip(runs["signed_in_root"], runs["anonymous"])]),
+        "cpu_same_page": ratio_summary(
+            [a.cpu_ms / s.cpu_ms for s, a in zip(runs["signed_in_root"], runs["anonymous"])]
+        ),
         "cpu_rotation": ratio_summary([r.cpu_ms / s.cpu_ms for s, r in zip(runs["signed_in"], runs["rotating"])]),
         "same_page": ratio_summary(same_page_ratio),
         "sizes": sizes,
@@ -536,7 +607,11 @@ def measure_sign_in(server: Server, bench: Bench, users: list[str], password_has
         for email in users
     ]
     reply = http_request(
-        server.port, "POST", "/auth/login", headers={"Cookie": session_cookie, "Content-Type": "application/x-www-form-urlencoded"}, body=lines[0].split("\t")[1]
+        server.port,
+        "POST",
+        "/auth/login",
+        headers={"Cookie": session_cookie, "Content-Type": "application/x-www-form-urlencoded"},
+        body=lines[0].split("\t")[1],
     )
     check(reply.status == 302 and bench.cookie_name("access_token") in reply.cookies(), f"sign-in gave {reply.status}")
     sign_in_ms, bcrypt_ms, ratios, bcrypt_cpu_ms, sign_in_cpu_ms = [], [], [], [], []
@@ -562,11 +637,16 @@ def measure_sign_in(server: Server, bench: Bench, users: list[str], password_has
         # once the one wrk left in flight is done: with a few requests per round, the
         # in-flight one would skew a per-request figure by wrk's count.
         sessions_before, cpu_before = bench.count_sessions(), server.cpu_seconds()
-        result = wrk(server.url + "/auth/login", lines, bench.workdir, connections=1, seconds=seconds, method="POST", cycle=True)
+        result = wrk(
+            server.url + "/auth/login", lines, bench.workdir, connections=1, seconds=seconds, method="POST", cycle=True
+        )
         time.sleep(2)
         signed_in = bench.count_sessions() - sessions_before
         result.cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / max(1, signed_in)
-        check(result.errors == 0 and result.requests >= 3 and signed_in >= result.requests, f"sign-in round: {result}, {signed_in} sessions")
+        check(
+            result.errors == 0 and result.requests >= 3 and signed_in >= result.requests,
+            f"sign-in round: {result}, {signed_in} sessions",
+        )
         if round_number % 2 == 0:
             bcrypt_ms.append(bcrypt_checks())
         sign_in_ms.append(result.p50_ms)
@@ -614,20 +694,29 @@ def measure_scale(bench_small: Bench, bench_large: Bench, pools: dict, filler_se
                 )
                 check(result.errors == 0, f"{name} rotation: wrk saw errors")
                 results[name].append(result)
-            log(f"  round {round_number + 1}: p50 {results['small'][-1].p50_ms:.2f} ms at {SMALL_ROWS:,} sessions, {results['large'][-1].p50_ms:.2f} ms at {SCALE_ROWS + SMALL_ROWS:,}")
+            log(
+                f"  round {round_number + 1}: p50 {results['small'][-1].p50_ms:.2f} ms at {SMALL_ROWS:,} sessions, {results['large'][-1].p50_ms:.2f} ms at {SCALE_ROWS + SMALL_ROWS:,}"
+            )
     ratios = [large.p50_ms / small.p50_ms for small, large in zip(results["small"], results["large"])]
     return {
         "small_p50_ms": [r.p50_ms for r in results["small"]],
         "large_p50_ms": [r.p50_ms for r in results["large"]],
         "scale": ratio_summary(ratios),
-        "cpu_scale": ratio_summary([large.cpu_ms / small.cpu_ms for small, large in zip(results["small"], results["large"])]),
+        "cpu_scale": ratio_summary(
+            [large.cpu_ms / small.cpu_ms for small, large in zip(results["small"], results["large"])]
+        ),
         "filler_seconds": filler_seconds,
     }
 
 
 def measure_prune(bench: Bench, users: list[str]) -> dict:
     """`flask prune` on the large database while one client signs in again and again."""
-    has_prune = subprocess.run([str(BIN / "flask"), "prune", "--help"], cwd=ROOT, env=bench.environ, capture_output=True).returncode == 0
+    has_prune = (
+        subprocess.run(
+            [str(BIN / "flask"), "prune", "--help"], cwd=ROOT, env=bench.environ, capture_output=True
+        ).returncode
+        == 0
+    )
     if not has_prune:
         return {"pending": "`flask prune` does not exist yet (issue 3)"}
     with serve(bench.environ, 1) as server:
@@ -638,12 +727,17 @@ def measure_prune(bench: Bench, users: list[str]) -> dict:
         def sign_in_loop() -> None:
             index = 0
             while not stop.is_set():
-                body = urllib.parse.urlencode({"csrf_token": csrf, "email": users[index % len(users)], "password": PASSWORD})
+                body = urllib.parse.urlencode(
+                    {"csrf_token": csrf, "email": users[index % len(users)], "password": PASSWORD}
+                )
                 index += 1
                 started = time.perf_counter()
                 reply = http_request(
-                    server.port, "POST", "/auth/login",
-                    headers={"Cookie": session_cookie, "Content-Type": "application/x-www-form-urlencoded"}, body=body,
+                    server.port,
+                    "POST",
+                    "/auth/login",
+                    headers={"Cookie": session_cookie, "Content-Type": "application/x-www-form-urlencoded"},
+                    body=body,
                 )
                 waits.append(((time.perf_counter() - started) * 1000, reply.status))
 
@@ -755,7 +849,9 @@ def write_results(table: str) -> None:
 def main() -> None:
     global WRK
     WRK = ensure_wrk()
-    log(f"make bench: {os.cpu_count()} cores, {ROUNDS} rounds x {SECONDS:g} s, {WORKERS} gunicorn workers, BCRYPT_ROUNDS={BCRYPT_ROUNDS}")
+    log(
+        f"make bench: {os.cpu_count()} cores, {ROUNDS} rounds x {SECONDS:g} s, {WORKERS} gunicorn workers, BCRYPT_ROUNDS={BCRYPT_ROUNDS}"
+    )
     results = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     with tempfile.TemporaryDirectory(prefix="webapp-bench-") as tmp:
         workdir = Path(tmp)

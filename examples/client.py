@@ -120,7 +120,9 @@ class Client:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("WEBAPP_URL", "http://127.0.0.1:5000"))
-    parser.add_argument("--token-file", type=Path, default=Path(os.environ.get("WEBAPP_TOKEN_FILE", DEFAULT_TOKEN_FILE)))
+    parser.add_argument(
+        "--token-file", type=Path, default=Path(os.environ.get("WEBAPP_TOKEN_FILE", DEFAULT_TOKEN_FILE))
+    )
     parser.add_argument("--client-name", default="webapp-cli", help="how this client appears on the sessions page")
     commands = parser.add_subparsers(dest="command", required=True)
     login = commands.add_parser("login", help="sign in and keep the tokens")

@@ -23,8 +23,7 @@ from . import postgres
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct horse battery staple"
 CHROME_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
 
 
@@ -152,10 +151,21 @@ class AuthActions:
         token = self.csrf_token("/auth/register")
         return self.client.post(
             "/auth/register",
-            data={"email": email, "password": password, "confirm": password if confirm is None else confirm, "csrf_token": token},
+            data={
+                "email": email,
+                "password": password,
+                "confirm": password if confirm is None else confirm,
+                "csrf_token": token,
+            },
         )
 
-    def login(self, email: str = "alice@example.com", password: str = PASSWORD, remember: bool = False, next: str | None = None):
+    def login(
+        self,
+        email: str = "alice@example.com",
+        password: str = PASSWORD,
+        remember: bool = False,
+        next: str | None = None,
+    ):
         path = "/auth/login" if next is None else f"/auth/login?next={next}"
         data = {"email": email, "password": password, "csrf_token": self.csrf_token(path)}
         if remember:

@@ -151,7 +151,9 @@ class PrivateServer:
     def init(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.directory, "postgres", "postgres")
-        self._run(self.binaries() / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        self._run(
+            self.binaries() / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"
+        )
 
     def start(self) -> None:
         options = (
@@ -159,7 +161,17 @@ class PrivateServer:
             # No fsync (a test server), but commits reach the WAL: an immediate stop loses none.
             "-c fsync=off -c full_page_writes=off"
         )
-        self._run(self.binaries() / "pg_ctl", "-D", self.data, "-l", self.directory / "server.log", "-o", options, "-w", "start")
+        self._run(
+            self.binaries() / "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.directory / "server.log",
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         # Immediate: connections are cut as in a crash or a network partition.

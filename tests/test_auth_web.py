@@ -151,7 +151,16 @@ def test_login_honours_a_local_next(client, auth):
 
 @pytest.mark.parametrize(
     "target",
-    ["//evil.com", "https://evil.com", "/\\evil.com", "\\\\evil.com", "/\t/evil.com", "/\n/evil.com", "javascript:alert(1)", "evil.com"],
+    [
+        "//evil.com",
+        "https://evil.com",
+        "/\\evil.com",
+        "\\\\evil.com",
+        "/\t/evil.com",
+        "/\n/evil.com",
+        "javascript:alert(1)",
+        "evil.com",
+    ],
 )
 def test_next_never_leaves_the_site(client, auth, target):
     auth.register()
@@ -220,7 +229,9 @@ def test_reuse_after_the_grace_window_signs_both_holders_out(app, clock, auth, c
     assert victim.status_code == 302
     assert "expired" in page_text(client.get(victim.headers["Location"]))
     with app.app_context():
-        assert db.session.execute(select(SecurityEvent.kind).where(SecurityEvent.kind == "refresh_token_reused")).scalar_one()
+        assert db.session.execute(
+            select(SecurityEvent.kind).where(SecurityEvent.kind == "refresh_token_reused")
+        ).scalar_one()
 
 
 def test_expired_refresh_cookie_shows_session_expired_on_login(app, client, auth, clock):
@@ -387,8 +398,13 @@ def test_database_unreachable_is_503_and_cookies_stay(clock):
     client.set_cookie("refresh_token", tokens.mint_refresh_token("A" * 22, 3, keys=policy.keys))
     for access_expires in (now + 60, now - 60):  # valid, then expired (forces a rotation)
         access = tokens.encode_access_token(
-            user_id=1, session_id="A" * 22, issued_at=now - 100, expires_at=access_expires,
-            keys=policy.keys, issuer=policy.issuer, audience=policy.audience,
+            user_id=1,
+            session_id="A" * 22,
+            issued_at=now - 100,
+            expires_at=access_expires,
+            keys=policy.keys,
+            issuer=policy.issuer,
+            audience=policy.audience,
         )
         client.set_cookie("access_token", access)
         for path in ("/account", "/api/me", "/healthz"):
@@ -404,7 +420,9 @@ def test_healthz_is_200_when_the_database_answers(client):
     assert response.status_code == 200 and response.json["status"] == "ok"
 
 
-@pytest.mark.parametrize("body", ["5", "[1]", '"abc"', "[" * 30000, '{"email": ["alice@example.com"], "password": "x"}'])
+@pytest.mark.parametrize(
+    "body", ["5", "[1]", '"abc"', "[" * 30000, '{"email": ["alice@example.com"], "password": "x"}']
+)
 @pytest.mark.parametrize("path", ["/auth/login", "/auth/register"])
 def test_json_bodies_to_form_endpoints_are_not_read(client, auth, path, body):
     auth.register()
@@ -423,7 +441,9 @@ def test_a_secret_rotation_keeps_open_pages_working(database_url, clock):
     AuthActions(browser).register()
     page_token = csrf_token_from(browser.get("/account").data)
 
-    after = make_app(database_url, clock, environ={"SECRET_KEY": "the-new-secret-" + "n" * 40, "SECRET_KEY_FALLBACKS": TEST_SECRET})
+    after = make_app(
+        database_url, clock, environ={"SECRET_KEY": "the-new-secret-" + "n" * 40, "SECRET_KEY_FALLBACKS": TEST_SECRET}
+    )
     browser.application = after  # the same browser, its cookies and its open page
     assert browser.get("/api/me").status_code == 200
     response = browser.post("/auth/refresh", headers={"X-CSRFToken": page_token})
@@ -442,7 +462,15 @@ def test_no_token_appears_in_a_page_a_json_body_or_a_log(app, client, auth, cloc
     secrets_seen.add(cookie_value(client, "refresh_token").rsplit(".", 1)[1])
     bodies = [
         client.get(path).get_data(as_text=True)
-        for path in ("/", "/account", "/account/sessions", "/account/password", "/api/me", "/api/session", "/api/security-events")
+        for path in (
+            "/",
+            "/account",
+            "/account/sessions",
+            "/account/password",
+            "/api/me",
+            "/api/session",
+            "/api/security-events",
+        )
     ]
     for secret in secrets_seen:
         assert all(secret not in body for body in bodies)

@@ -66,7 +66,9 @@ def test_form_post_to_the_token_endpoint_is_415_and_sets_nothing(app, user):
         assert db.session.execute(select(Session).where(Session.client_name.is_not(None))).first() is None
 
 
-@pytest.mark.parametrize("body", [[], "x", {"email": 1, "password": PASSWORD}, {"email": "a@b.c"}, {"email": "a@b.c", "password": None}])
+@pytest.mark.parametrize(
+    "body", [[], "x", {"email": 1, "password": PASSWORD}, {"email": "a@b.c"}, {"email": "a@b.c", "password": None}]
+)
 def test_malformed_json_is_400(app, user, body):
     response = app.test_client().post("/api/auth/token", json=body)
     assert response.status_code == 400

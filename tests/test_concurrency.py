@@ -25,7 +25,9 @@ def test_parallel_requests_with_one_refresh_token_rotate_once(database_url):
     app = make_app(database_url, environ={"REFRESH_REUSE_GRACE": "60"})
     with app.app_context():
         user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=app.config["CLOCK"]())
-        issued = sessions.start_session(db.session, user, policy=app.extensions["session_policy"], now=app.config["CLOCK"]())
+        issued = sessions.start_session(
+            db.session, user, policy=app.extensions["session_policy"], now=app.config["CLOCK"]()
+        )
         db.session.remove()
 
     server = make_server("127.0.0.1", 0, app, threaded=True)

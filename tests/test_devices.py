@@ -27,7 +27,8 @@ SAFARI_IPHONE = (
     "Version/18.1 Mobile/15E148 Safari/604.1"
 )
 SAFARI_MAC = (
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15"
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Safari/605.1.15"
 )
 CHROME_IPAD = (
     "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 "
@@ -378,7 +379,12 @@ def test_the_51st_sign_in_ends_the_least_recently_active_session(app, auth, cloc
         assert event.session_public_id == least_recent_id
         ended = db.session.execute(select(Session).where(Session.public_id == least_recent_id)).scalar_one()
         assert ended.revoked_reason == "session_limit"
-        assert db.session.execute(select(func.count()).select_from(Session).where(Session.revoked_at.is_not(None))).scalar_one() == 1
+        assert (
+            db.session.execute(
+                select(func.count()).select_from(Session).where(Session.revoked_at.is_not(None))
+            ).scalar_one()
+            == 1
+        )
     assert "Signed out: too many devices" in page(newcomer).get_text()
 
 
@@ -386,4 +392,3 @@ def test_signed_out_visitors_are_sent_to_sign_in(client):
     response = client.get("/account/sessions")
     assert response.status_code == 302
     assert response.headers["Location"] == "/auth/login?next=/account/sessions"
-

@@ -25,7 +25,9 @@ def user(ctx, clock):
 
 
 def start(user, policy, clock, **kwargs):
-    return sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "127.0.0.1"), **kwargs)
+    return sessions.start_session(
+        db.session, user, policy=policy, now=clock(), device=Device("UA", "127.0.0.1"), **kwargs
+    )
 
 
 def rotate(token, policy, clock):
@@ -55,7 +57,11 @@ def test_start_session_issues_counter_zero_and_valid_access_token(user, policy, 
     issued = start(user, policy, clock)
     assert session_row(issued.session_id).counter == 0
     signed_in = sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
-    assert (signed_in.user_id, signed_in.email, signed_in.session_id) == (user.id, "alice@example.com", issued.session_id)
+    assert (signed_in.user_id, signed_in.email, signed_in.session_id) == (
+        user.id,
+        "alice@example.com",
+        issued.session_id,
+    )
     assert issued.refresh_token.startswith(issued.session_id + ".0.")
 
 
@@ -219,8 +225,11 @@ def test_token_signed_under_a_fallback_secret_still_verifies(ctx, user, policy, 
     rotated = rotate(issued.refresh_token, new_policy, clock)
     # New tokens are made under the new secret only.
     assert tokens.decode_access_token(
-        rotated.access_token, keys=KeyRing.from_secrets("a-brand-new-secret-key-0123456789-abcdefghij"),
-        now=int(clock().timestamp()), issuer=policy.issuer, audience=policy.audience,
+        rotated.access_token,
+        keys=KeyRing.from_secrets("a-brand-new-secret-key-0123456789-abcdefghij"),
+        now=int(clock().timestamp()),
+        issuer=policy.issuer,
+        audience=policy.audience,
     )
 
 

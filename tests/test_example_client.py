@@ -40,7 +40,17 @@ def browser(client):
 
 def run_client(live_url: str, token_file: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(CLIENT), "--url", live_url, "--token-file", str(token_file), "--client-name", "backup-script", *args],
+        [
+            sys.executable,
+            str(CLIENT),
+            "--url",
+            live_url,
+            "--token-file",
+            str(token_file),
+            "--client-name",
+            "backup-script",
+            *args,
+        ],
         input=stdin,
         capture_output=True,
         text=True,
@@ -108,7 +118,9 @@ def test_logout_revokes_and_forgets_the_tokens(live_url, browser, tmp_path):
 
 def test_wrong_password_says_so_and_saves_nothing(live_url, browser, tmp_path):
     token_file = tmp_path / "tokens.json"
-    result = run_client(live_url, token_file, "login", "alice@example.com", "--password-stdin", stdin="wrong password\n")
+    result = run_client(
+        live_url, token_file, "login", "alice@example.com", "--password-stdin", stdin="wrong password\n"
+    )
     assert result.returncode != 0
     assert "Incorrect email or password" in result.stderr
     assert not token_file.exists()

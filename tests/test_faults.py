@@ -39,7 +39,9 @@ def auth_cookie_headers(response) -> dict[str, str]:
 
 def session_row(app, public_id: str) -> tuple[int, object]:
     with app.app_context():
-        row = db.session.execute(select(Session.counter, Session.revoked_at).where(Session.public_id == public_id)).one()
+        row = db.session.execute(
+            select(Session.counter, Session.revoked_at).where(Session.public_id == public_id)
+        ).one()
         db.session.remove()
         return tuple(row)
 
@@ -118,7 +120,9 @@ def test_a_sign_in_during_the_outage_is_503_and_works_afterwards(private_postgre
     token = auth.csrf_token()
 
     private_postgres.stop()
-    response = client.post("/auth/login", data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token})
+    response = client.post(
+        "/auth/login", data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token}
+    )
     assert response.status_code == 503
     assert auth_cookie_headers(response) == {}
 
@@ -141,7 +145,19 @@ def private_redis(tmp_path):
 
     def start():
         process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -255,6 +271,7 @@ def test_engine_rotation_is_all_or_nothing(app, clock, monkeypatch):
         policy = app.extensions["session_policy"]
         user = accounts.create_user(db.session, "bob@example.com", PASSWORD, rounds=4, now=clock())
         issued = sessions.start_session(db.session, user, policy=policy, now=clock())
+
         def crash(**kwargs):
             raise RuntimeError("worker killed mid-rotation")
 

@@ -59,7 +59,9 @@ def world(app, clock):
 def snapshot(app) -> dict:
     with app.app_context():
         tables = {
-            model.__tablename__: [tuple(row) for row in db.session.execute(select(*model.__table__.columns).order_by(model.id))]
+            model.__tablename__: [
+                tuple(row) for row in db.session.execute(select(*model.__table__.columns).order_by(model.id))
+            ]
             for model in (User, Session, SecurityEvent)
         }
         db.session.remove()
@@ -91,7 +93,10 @@ COOKIE_NAMES = ["access_token", "refresh_token", "session", "__Host-access_token
 @EXAMPLES
 @given(
     cookies=st.lists(
-        st.tuples(st.sampled_from(COOKIE_NAMES), st.one_of(cookie_text, st.sampled_from(["LIVE_ACCESS", "DEAD_ACCESS", "DEAD_REFRESH"]))),
+        st.tuples(
+            st.sampled_from(COOKIE_NAMES),
+            st.one_of(cookie_text, st.sampled_from(["LIVE_ACCESS", "DEAD_ACCESS", "DEAD_REFRESH"])),
+        ),
         max_size=6,
     ),
     path=st.sampled_from(["/", "/account", "/account/sessions", "/api/me", "/auth/login", "/healthz"]),
@@ -129,7 +134,11 @@ def b64(data: bytes) -> str:
 
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
-ANYTHING = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+ANYTHING = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def audience_accepts(aud, audience: str) -> bool:
@@ -155,7 +164,8 @@ def crafted_jwts(draw, world):
     variants = {
         "iss": st.sampled_from([policy.issuer, "someone-else", ""]) | ANYTHING,
         "aud": st.sampled_from([policy.audience, "other-audience", [policy.audience]]) | ANYTHING,
-        "sub": st.sampled_from([str(world["user_id"]), str(world["user_id"] + 1), world["user_id"], "0" * 40, "١"]) | ANYTHING,
+        "sub": st.sampled_from([str(world["user_id"]), str(world["user_id"] + 1), world["user_id"], "0" * 40, "١"])
+        | ANYTHING,
         "sid": st.sampled_from([world["live"].session_id, world["dead"].session_id, "x" * 5000]) | ANYTHING,
         "iat": st.sampled_from([now, now + 3600, True, float(now)]) | ANYTHING,
         "exp": st.sampled_from([now + 300, now - 1, 10**30, str(now + 300), True]) | ANYTHING,
@@ -167,7 +177,12 @@ def crafted_jwts(draw, world):
             claims[name] = draw(variants[name])
         else:
             del claims[name]
-    header = {"alg": draw(st.sampled_from(["HS256", "none", "None", "HS384", "HS512", "RS256", "ES256", "PS256", "EdDSA", ""]) | ANYTHING)}
+    header = {
+        "alg": draw(
+            st.sampled_from(["HS256", "none", "None", "HS384", "HS512", "RS256", "ES256", "PS256", "EdDSA", ""])
+            | ANYTHING
+        )
+    }
     kid = draw(st.sampled_from(["current", "unknown", "missing", "int", "list", "other"]))
     header.update(
         {
@@ -181,7 +196,9 @@ def crafted_jwts(draw, world):
     )
     if draw(st.booleans()):
         header["typ"] = "JWT"
-    signer = draw(st.sampled_from(["key-sha256", "key-sha384", "wrong-key", "empty", "garbage", "public-key-as-secret"]))
+    signer = draw(
+        st.sampled_from(["key-sha256", "key-sha384", "wrong-key", "empty", "garbage", "public-key-as-secret"])
+    )
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
     key = policy.keys.signing_key
     signature = {
@@ -191,7 +208,9 @@ def crafted_jwts(draw, world):
         "empty": lambda: b"",
         "garbage": lambda: draw(st.binary(max_size=80)),
         # HS/RS confusion: an "RS256" token whose HMAC secret is some public value.
-        "public-key-as-secret": lambda: hmac.new(policy.keys.signing_kid.encode(), signing_input.encode(), hashlib.sha256).digest(),
+        "public-key-as-secret": lambda: hmac.new(
+            policy.keys.signing_kid.encode(), signing_input.encode(), hashlib.sha256
+        ).digest(),
     }[signer]()
     token = f"{signing_input}.{b64(signature)}"
 
@@ -269,7 +288,11 @@ def test_hostile_forms(world, endpoint, fields, keep_csrf, raw_body):
         with app.app_context():
             new_ids = {row[0] for row in after["sessions"]} - {row[0] for row in before["sessions"]}
             db.session.execute(Session.__table__.delete().where(Session.id.in_(new_ids)))
-            db.session.execute(SecurityEvent.__table__.delete().where(SecurityEvent.id > max(row[0] for row in before["security_events"])))
+            db.session.execute(
+                SecurityEvent.__table__.delete().where(
+                    SecurityEvent.id > max(row[0] for row in before["security_events"])
+                )
+            )
             db.session.execute(User.__table__.delete().where(User.id > max(row[0] for row in before["users"])))
             db.session.commit()
             db.session.remove()
@@ -302,7 +325,9 @@ def test_hostile_paths(world, path, method, query):
     client.set_cookie("access_token", world["live"].access_token)
     token = csrf_token_from(client.get("/").data)
     environ = {"PATH_INFO": path, "QUERY_STRING": query or "", "REQUEST_METHOD": method}
-    response = client.open("/", method=method, data={"csrf_token": token} if method == "POST" else None, environ_overrides=environ)
+    response = client.open(
+        "/", method=method, data={"csrf_token": token} if method == "POST" else None, environ_overrides=environ
+    )
     assert_no_server_error(response)
     assert snapshot(app) == before
 
@@ -331,7 +356,9 @@ def test_a_nul_in_the_user_agent_still_signs_in(world):
     client = world["app"].test_client()
     client.environ_base["HTTP_USER_AGENT"] = "Mozilla/5.0\x00 evil"
     token = csrf_token_from(client.get("/auth/login").data)
-    response = client.post("/auth/login", data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token})
+    response = client.post(
+        "/auth/login", data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": token}
+    )
     assert response.status_code == 302
     assert signed_in(client)
 
@@ -343,6 +370,8 @@ def test_a_nul_in_a_session_id_is_not_a_500(world, session_id):
     client = app.test_client()
     client.set_cookie("access_token", world["live"].access_token)
     token = csrf_token_from(client.get("/").data)
-    response = client.post("/", data={"csrf_token": token}, environ_overrides={"PATH_INFO": f"/account/sessions/{session_id}/revoke"})
+    response = client.post(
+        "/", data={"csrf_token": token}, environ_overrides={"PATH_INFO": f"/account/sessions/{session_id}/revoke"}
+    )
     assert response.status_code in (400, 404)
     assert snapshot(app) == before

@@ -91,13 +91,20 @@ def server(server_database, tmp_path_factory):
     process = subprocess.Popen(
         [
             BIN / "gunicorn",
-            "--bind", "127.0.0.1:0",  # the kernel picks a free port; the log says which
-            "--workers", str(WORKERS),
-            "--access-logfile", str(access_log),
-            "--access-logformat", "%(p)s %(s)s %(r)s",
-            "--error-logfile", str(error_log),
-            "--log-level", "info",
-            "--timeout", "60",
+            "--bind",
+            "127.0.0.1:0",  # the kernel picks a free port; the log says which
+            "--workers",
+            str(WORKERS),
+            "--access-logfile",
+            str(access_log),
+            "--access-logformat",
+            "%(p)s %(s)s %(r)s",
+            "--error-logfile",
+            str(error_log),
+            "--log-level",
+            "info",
+            "--timeout",
+            "60",
             "wsgi:app",
         ],
         cwd=PROJECT_ROOT,
@@ -133,7 +140,9 @@ def _wait_until_serving(process: subprocess.Popen, error_log: Path) -> str:
             except (requests.ConnectionError, requests.Timeout):
                 pass
         time.sleep(0.1)
-    pytest.fail(f"gunicorn did not serve within {STARTUP_TIMEOUT}s:\n{error_log.read_text() if error_log.exists() else ''}")
+    pytest.fail(
+        f"gunicorn did not serve within {STARTUP_TIMEOUT}s:\n{error_log.read_text() if error_log.exists() else ''}"
+    )
 
 
 def query(database_url: str, statement):
@@ -153,7 +162,9 @@ def move_rotation_back(database_url: str, session_id: str, seconds: float) -> No
         with engine.begin() as connection:
             condition = Session.public_id == session_id
             rotated_at = connection.execute(select(Session.rotated_at).where(condition)).scalar_one()
-            connection.execute(update(Session).where(condition).values(rotated_at=rotated_at - timedelta(seconds=seconds)))
+            connection.execute(
+                update(Session).where(condition).values(rotated_at=rotated_at - timedelta(seconds=seconds))
+            )
     finally:
         engine.dispose()
 
@@ -193,7 +204,12 @@ def test_fifty_parallel_requests_on_four_workers_rotate_once(server):
     def present_parent(_):
         # A bare Cookie header and no access token: every request must go through rotation.
         response = requests.get(server.url("/api/me"), headers={"Cookie": f"refresh_token={parent}"}, timeout=60)
-        return response.status_code, response.json(), response.cookies.get("refresh_token"), response.cookies.get("access_token")
+        return (
+            response.status_code,
+            response.json(),
+            response.cookies.get("refresh_token"),
+            response.cookies.get("access_token"),
+        )
 
     started = time.monotonic()
     results = in_parallel(PARALLEL, present_parent)

@@ -46,7 +46,12 @@ def test_the_form_has_the_three_fields(laptop_and_phone):
     soup = BeautifulSoup(laptop.get("/account/password").data, "html.parser")
     form = soup.find("input", {"name": "current_password"}).find_parent("form")
     assert form["method"] == "post"
-    assert {field["name"] for field in form.find_all("input")} == {"csrf_token", "current_password", "new_password", "confirm"}
+    assert {field["name"] for field in form.find_all("input")} == {
+        "csrf_token",
+        "current_password",
+        "new_password",
+        "confirm",
+    }
 
 
 def test_success_signs_out_every_other_device_and_keeps_this_one(app, laptop_and_phone):

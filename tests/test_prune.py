@@ -22,7 +22,11 @@ def seed_session(app, user, clock, *, created_ago, idle_ends_in=None, ends_in=No
     """A session with the given times relative to now (negative `*_in`: in the past)."""
     now = clock()
     issued = sessions.start_session(
-        db.session, user, policy=app.extensions["session_policy"], now=now - created_ago, device=Device("UA", "192.0.2.1")
+        db.session,
+        user,
+        policy=app.extensions["session_policy"],
+        now=now - created_ago,
+        device=Device("UA", "192.0.2.1"),
     )
     values = {}
     if idle_ends_in is not None:

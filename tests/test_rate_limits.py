@@ -62,7 +62,9 @@ def email(app) -> str:
 def client_from(app, ip: str | None = None):
     client = app.test_client()
     # A fresh address per test too: the per-IP counters live in Redis as well.
-    client.environ_base["REMOTE_ADDR"] = ip or f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+    client.environ_base["REMOTE_ADDR"] = (
+        ip or f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+    )
     return client
 
 
@@ -72,7 +74,9 @@ def attempt(client, email, password):
 
 def rate_limited_events(app) -> list[SecurityEvent]:
     with app.app_context():
-        return list(db.session.execute(select(SecurityEvent).where(SecurityEvent.kind == "sign_in_rate_limited")).scalars())
+        return list(
+            db.session.execute(select(SecurityEvent).where(SecurityEvent.kind == "sign_in_rate_limited")).scalars()
+        )
 
 
 def test_failed_attempts_per_account_end_in_429_with_retry_after(app, email):
@@ -250,7 +254,9 @@ def test_sign_in_fails_open_when_the_limit_storage_is_down(app, email, caplog):
     assert client.get("/api/me").status_code == 200
     # Logged once, when the outage was first met (signing up, in the fixture), not per attempt.
     logged = caplog.get_records("setup") + caplog.records
-    assert [record.levelname for record in logged if "rate limit storage unreachable" in record.getMessage()] == ["WARNING"]
+    assert [record.levelname for record in logged if "rate limit storage unreachable" in record.getMessage()] == [
+        "WARNING"
+    ]
 
 
 def test_guessing_the_current_password_of_a_hijacked_session_is_limited(app, email):
@@ -261,7 +267,12 @@ def test_guessing_the_current_password_of_a_hijacked_session_is_limited(app, ema
         token = BeautifulSoup(page.data, "html.parser").find("input", {"name": "csrf_token"})["value"]
         response = browser.post(
             "/account/password",
-            data={"current_password": "a wrong guess", "new_password": "n" * 12, "confirm": "n" * 12, "csrf_token": token},
+            data={
+                "current_password": "a wrong guess",
+                "new_password": "n" * 12,
+                "confirm": "n" * 12,
+                "csrf_token": token,
+            },
         )
         assert response.status_code == 200
     page = browser.get("/account/password")

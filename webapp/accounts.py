@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session as DbSession
 from . import passwords, sessions
 from .models import User
 
-
 # Deliverability is proven by use, not by a parser: one @, a dot after it, and no
 # space or control character anywhere.
 EMAIL_PATTERN = re.compile(r"\A[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+\Z")
@@ -51,7 +50,9 @@ def find_user(db: DbSession, email: str) -> User | None:
 def create_user(db: DbSession, email: str, password: str, *, rounds: int, now: datetime) -> User:
     """Create an account. Raises `EmailTaken`; the unique constraint is the real check, so
     two sign-ups racing on one email cannot both win. Commits."""
-    user = User(email=normalize_email(email), password_hash=passwords.hash_password(password, rounds=rounds), created_at=now)
+    user = User(
+        email=normalize_email(email), password_hash=passwords.hash_password(password, rounds=rounds), created_at=now
+    )
     db.add(user)
     try:
         db.commit()
@@ -110,7 +111,11 @@ def change_password(
     changed) and `sessions.SessionInactive` (this session ended meanwhile).
     """
     user = db.get(User, user_id)
-    if user is None or user.disabled_at is not None or not passwords.verify_password(current_password, user.password_hash):
+    if (
+        user is None
+        or user.disabled_at is not None
+        or not passwords.verify_password(current_password, user.password_hash)
+    ):
         raise WrongPassword()
     set_password(db, user, new_password, rounds=rounds, now=now)
     sessions.revoke_other_sessions(
@@ -132,7 +137,9 @@ def _require_user(db: DbSession, email: str) -> User:
     return user
 
 
-def disable_user(db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()) -> tuple[User, int]:
+def disable_user(
+    db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()
+) -> tuple[User, int]:
     """Refuse sign-in to the account and end every one of its sessions at once (their
     unexpired access tokens included). Returns the user and how many sessions ended.
     Disabling a disabled account keeps its first `disabled_at`. Raises `UnknownUser`.
@@ -152,7 +159,9 @@ def disable_user(db: DbSession, email: str, *, now: datetime, device: sessions.D
     return user, ended
 
 
-def enable_user(db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()) -> tuple[User, bool]:
+def enable_user(
+    db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()
+) -> tuple[User, bool]:
     """Let a disabled account sign in again. Returns the user and whether it was
     disabled. Raises `UnknownUser`. Commits."""
     user = _require_user(db, email)
@@ -164,7 +173,9 @@ def enable_user(db: DbSession, email: str, *, now: datetime, device: sessions.De
     return user, was_disabled
 
 
-def sign_out_everywhere(db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()) -> tuple[User, int]:
+def sign_out_everywhere(
+    db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()
+) -> tuple[User, int]:
     """End every session of the account; it may sign in again. Returns the user and how
     many sessions ended. Raises `UnknownUser`. Commits."""
     user = _require_user(db, email)

@@ -74,7 +74,9 @@ def create_user(email: str, password_stdin: bool) -> None:
         raise click.ClickException(f"{email!r} is not an email address.")
     password = _read_password(password_stdin)
     if not passwords.MIN_LENGTH <= len(password) <= passwords.MAX_LENGTH:
-        raise click.ClickException(f"The password must have {passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters.")
+        raise click.ClickException(
+            f"The password must have {passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters."
+        )
     try:
         user = accounts.create_user(db.session, email, password, rounds=current_app.config["BCRYPT_ROUNDS"], now=now())
     except accounts.EmailTaken:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import limits
-
 from sqlalchemy.engine import make_url
 
 APP_ENVS = ("development", "testing", "production")
@@ -127,7 +126,9 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
         "COOKIE_SAMESITE": samesite,
         "BCRYPT_ROUNDS": parse_int("BCRYPT_ROUNDS", get("BCRYPT_ROUNDS", "12"), minimum=4),
         "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),
-        "LOGIN_LIMIT_PER_ACCOUNT": parse_limit("LOGIN_LIMIT_PER_ACCOUNT", get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes")),
+        "LOGIN_LIMIT_PER_ACCOUNT": parse_limit(
+            "LOGIN_LIMIT_PER_ACCOUNT", get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes")
+        ),
         "LOGIN_LIMIT_PER_IP": parse_limit("LOGIN_LIMIT_PER_IP", get("LOGIN_LIMIT_PER_IP", "50 per 15 minutes")),
         "MAX_SESSIONS_PER_USER": parse_int("MAX_SESSIONS_PER_USER", get("MAX_SESSIONS_PER_USER", "50"), minimum=1),
         "TRUSTED_PROXIES": parse_int("TRUSTED_PROXIES", get("TRUSTED_PROXIES", "0")),
@@ -181,5 +182,9 @@ def apply_derived_settings(config: dict) -> None:
         # A Redis that stops answering must cost a sign-in a second, not a hung worker;
         # the limiter then fails open (swallow_errors in extensions.py).
         RATELIMIT_STORAGE_OPTIONS=config.get("RATELIMIT_STORAGE_OPTIONS")
-        or ({"socket_connect_timeout": 1, "socket_timeout": 1} if config["RATELIMIT_STORAGE_URI"].startswith(("redis", "rediss")) else {}),
+        or (
+            {"socket_connect_timeout": 1, "socket_timeout": 1}
+            if config["RATELIMIT_STORAGE_URI"].startswith(("redis", "rediss"))
+            else {}
+        ),
     )

@@ -73,7 +73,9 @@ def register_error_handlers(app: Flask) -> None:
         # of range) came from the client: a bad request, never a 500.
         log.info("value refused by the database: %s", error.orig)
         db.session.rollback()
-        return error_response(400, "The request contains characters or values that cannot be stored.", code="bad_request")
+        return error_response(
+            400, "The request contains characters or values that cannot be stored.", code="bad_request"
+        )
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeoutError)
@@ -83,6 +85,8 @@ def register_error_handlers(app: Flask) -> None:
             db.session.rollback()
         except DBAPIError:
             pass  # the connection is gone; the pool discards it
-        response = error_response(503, "The service is briefly unavailable. Please try again in a moment.", code="unavailable")
+        response = error_response(
+            503, "The service is briefly unavailable. Please try again in a moment.", code="unavailable"
+        )
         response.headers["Retry-After"] = "5"
         return response

@@ -264,7 +264,9 @@ def start_session(
         client_name=device.client_name,
     )
     db.add(session)
-    record_event(db, user_id=user.id, kind=EventKind.SIGNED_IN, now=now, device=device, session_public_id=session.public_id)
+    record_event(
+        db, user_id=user.id, kind=EventKind.SIGNED_IN, now=now, device=device, session_public_id=session.public_id
+    )
     db.flush()
     _end_sessions_over_limit(db, user_id=user.id, keep=session.id, policy=policy, now=now, device=device)
     db.commit()
@@ -422,14 +424,26 @@ def _signed_in(row, public_id: str, *, last_active_at: datetime) -> SignedIn:
     )
 
 
-def _advance_counter(db: DbSession, row, public_id: str, *, policy: SessionPolicy, now: datetime) -> IssuedTokens | None:
+def _advance_counter(
+    db: DbSession, row, public_id: str, *, policy: SessionPolicy, now: datetime
+) -> IssuedTokens | None:
     """The compare-and-set from `row.counter` to the next; the new tokens, or None when a
     parallel request moved the counter first. Commits either way."""
     next_counter, idle_expires_at = row.counter + 1, now + timedelta(seconds=policy.refresh_ttl)
-    won = db.connection().execute(
-        _ROTATE,
-        {"pk": row.id, "counter": row.counter, "next_counter": next_counter, "now": now, "idle_expires_at": idle_expires_at},
-    ).rowcount
+    won = (
+        db.connection()
+        .execute(
+            _ROTATE,
+            {
+                "pk": row.id,
+                "counter": row.counter,
+                "next_counter": next_counter,
+                "now": now,
+                "idle_expires_at": idle_expires_at,
+            },
+        )
+        .rowcount
+    )
     if won != 1:
         db.commit()
         return None
@@ -578,7 +592,12 @@ def revoke_other_sessions(
     ended = db.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
     if event is not None:
         record_event(
-            db, user_id=user_id, kind=event, now=now, device=device, session_public_id=keep_public_id,
+            db,
+            user_id=user_id,
+            kind=event,
+            now=now,
+            device=device,
+            session_public_id=keep_public_id,
             detail=f"{ended} session{'s' if ended != 1 else ''} ended",
         )
     db.commit()
@@ -586,7 +605,9 @@ def revoke_other_sessions(
 
 
 def count_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> int:
-    return db.execute(select(func.count()).select_from(Session).where(Session.user_id == user_id, _active(now))).scalar_one()
+    return db.execute(
+        select(func.count()).select_from(Session).where(Session.user_id == user_id, _active(now))
+    ).scalar_one()
 
 
 def list_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> list[Session]:
@@ -648,7 +669,9 @@ def session_times(db: DbSession, public_id: str, *, user_id: int, now: datetime)
     )
 
 
-def renew_session_tokens(db: DbSession, public_id: str, *, user_id: int, policy: SessionPolicy, now: datetime) -> IssuedTokens:
+def renew_session_tokens(
+    db: DbSession, public_id: str, *, user_id: int, policy: SessionPolicy, now: datetime
+) -> IssuedTokens:
     """Rotate `user_id`'s active session `public_id` now and return its fresh tokens, as
     after a password change: the session goes on, every copy of its old refresh token
     is retired.
@@ -667,7 +690,12 @@ def renew_session_tokens(db: DbSession, public_id: str, *, user_id: int, policy:
 
 
 def record_sign_in_rate_limited(
-    db: DbSession, *, user_id: int, now: datetime, device: Device = Device(), detail: str | None = None,
+    db: DbSession,
+    *,
+    user_id: int,
+    now: datetime,
+    device: Device = Device(),
+    detail: str | None = None,
     quiet_period: timedelta = timedelta(minutes=15),
 ) -> bool:
     """Record that sign-in to `user_id` was refused for too many attempts, unless such an
@@ -711,7 +739,11 @@ def _delete_in_batches(db: DbSession, model, condition, *, batch_size: int, max_
 
 
 def prune_sessions(
-    db: DbSession, *, now: datetime, older_than: timedelta, batch_size: int = PRUNE_BATCH_SIZE,
+    db: DbSession,
+    *,
+    now: datetime,
+    older_than: timedelta,
+    batch_size: int = PRUNE_BATCH_SIZE,
     max_batches: int | None = None,
 ) -> int:
     """Delete sessions that were revoked, went idle, or reached their absolute end more
@@ -727,7 +759,11 @@ def prune_sessions(
 
 
 def prune_security_events(
-    db: DbSession, *, now: datetime, older_than: timedelta, batch_size: int = PRUNE_BATCH_SIZE,
+    db: DbSession,
+    *,
+    now: datetime,
+    older_than: timedelta,
+    batch_size: int = PRUNE_BATCH_SIZE,
     max_batches: int | None = None,
 ) -> int:
     """Delete security events recorded more than `older_than` before `now`, in batches as
@@ -774,6 +810,11 @@ def revoke_by_refresh_token(
     if row is None or counter > row.counter or not _is_live(row, now):
         return False
     return revoke_session(
-        db, public_id, user_id=row.user_id, now=now, reason="signed_out", event=EventKind.SIGNED_OUT,
+        db,
+        public_id,
+        user_id=row.user_id,
+        now=now,
+        reason="signed_out",
+        event=EventKind.SIGNED_OUT,
         device=replace(device, client_name=row.client_name),
     )

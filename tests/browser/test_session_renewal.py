@@ -27,7 +27,9 @@ def session_row(live_server, session_id: str) -> Session:
 def event_kinds(live_server, session_id: str) -> list[str]:
     with live_server.app.app_context():
         return list(
-            db.session.execute(select(SecurityEvent.kind).where(SecurityEvent.session_public_id == session_id)).scalars()
+            db.session.execute(
+                select(SecurityEvent.kind).where(SecurityEvent.session_public_id == session_id)
+            ).scalars()
         )
 
 

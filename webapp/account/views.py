@@ -9,8 +9,8 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 
 from .. import accounts, sessions
 from ..auth import cookies
-from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
 from ..auth.hooks import current_device, current_policy, current_time, login_required
+from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
 from ..auth.views import signed_out_response
 from ..devices import device_words, exact_time, relative_time
 from ..extensions import db

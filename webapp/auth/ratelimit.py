@@ -55,7 +55,9 @@ class StorageOutageLog(logging.Filter):
         if quiet_until is not None and now < quiet_until:
             return False
         current_app.extensions["ratelimit_outage_quiet_until"] = now + OUTAGE_REPORT_INTERVAL
-        record.msg = "rate limit storage unreachable, sign-in limits are off until it returns: %s: %s (next report in %ds)"
+        record.msg = (
+            "rate limit storage unreachable, sign-in limits are off until it returns: %s: %s (next report in %ds)"
+        )
         error = record.exc_info[1]
         record.args = (type(error).__name__, error, OUTAGE_REPORT_INTERVAL.total_seconds())
         record.levelno, record.levelname = logging.WARNING, "WARNING"
@@ -64,7 +66,11 @@ class StorageOutageLog(logging.Filter):
 
 
 # What Flask-Limiter logs when it swallows an error of its storage.
-_SWALLOWED_STORAGE_ERRORS = ("Failed to rate limit", "Failed to update rate limit headers", "Failed to deduct rate limit")
+_SWALLOWED_STORAGE_ERRORS = (
+    "Failed to rate limit",
+    "Failed to update rate limit headers",
+    "Failed to deduct rate limit",
+)
 
 
 def is_storage_outage(record: logging.LogRecord) -> bool:

@@ -10,13 +10,13 @@ from ..sessions import EventKind
 from . import cookies
 from .forms import LoginForm, RegisterForm
 from .hooks import (
+    authenticate_request,
     current_device,
     current_policy,
     current_time,
+    protect_from_csrf,
     rotate_from_cookie,
     safe_next_url,
-    authenticate_request,
-    protect_from_csrf,
 )
 from .ratelimit import limit_sign_in, note_failed_sign_in, refund_attempt_that_did_not_fail
 
