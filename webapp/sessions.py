@@ -235,6 +235,27 @@ def _active(now: datetime):
     return and_(Session.revoked_at.is_(None), Session.expires_at > now, Session.idle_expires_at > now)
 
 
+def build_session(
+    user_id: int, *, policy: SessionPolicy, now: datetime, device: Device = Device(), persistent: bool = False
+) -> Session:
+    """A new, unsaved session row for `user_id` at counter 0, signed in at `now`. Pure:
+    adds nothing to any database session (`start_session` does, with its event)."""
+    return Session(
+        public_id=secrets.token_urlsafe(16),
+        user_id=user_id,
+        counter=0,
+        created_at=now,
+        rotated_at=now,
+        last_active_at=now,
+        expires_at=now + timedelta(seconds=policy.max_age),
+        idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
+        persistent=persistent,
+        user_agent=device.user_agent[:512],
+        ip_address=device.ip_address[:64],
+        client_name=device.client_name,
+    )
+
+
 def start_session(
     db: DbSession,
     user: User,
@@ -249,20 +270,7 @@ def start_session(
     Beyond `policy.max_sessions_per_user` active sessions, the least recently active
     ones are ended (and an event says so). Commits.
     """
-    session = Session(
-        public_id=secrets.token_urlsafe(16),
-        user_id=user.id,
-        counter=0,
-        created_at=now,
-        rotated_at=now,
-        last_active_at=now,
-        expires_at=now + timedelta(seconds=policy.max_age),
-        idle_expires_at=now + timedelta(seconds=policy.refresh_ttl),
-        persistent=persistent,
-        user_agent=device.user_agent[:512],
-        ip_address=device.ip_address[:64],
-        client_name=device.client_name,
-    )
+    session = build_session(user.id, policy=policy, now=now, device=device, persistent=persistent)
     db.add(session)
     record_event(
         db, user_id=user.id, kind=EventKind.SIGNED_IN, now=now, device=device, session_public_id=session.public_id
