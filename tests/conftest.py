@@ -14,9 +14,13 @@ from pathlib import Path
 import flask_migrate
 import pytest
 from bs4 import BeautifulSoup
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session as DbSession
 
 from webapp import create_app
+from webapp.config import engine_options, load_config
 from webapp.extensions import db
+from webapp.sessions import SessionPolicy
 
 from . import postgres
 
@@ -116,8 +120,19 @@ def ctx(app):
 
 
 @pytest.fixture
-def policy(ctx):
-    return ctx.extensions["session_policy"]
+def db_session(database_url):
+    """A plain SQLAlchemy session on the migrated test database, with no Flask app: the
+    engine and the models need none."""
+    engine = create_engine(database_url, **engine_options(database_url))
+    with DbSession(engine) as db_session:
+        yield db_session
+    engine.dispose()
+
+
+@pytest.fixture
+def policy(tmp_path) -> SessionPolicy:
+    """The session policy of the default settings (the tests' secret)."""
+    return SessionPolicy.from_config(load_config(base_environ(), tmp_path))
 
 
 @pytest.fixture

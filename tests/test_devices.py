@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 
 from webapp import accounts, sessions
 from webapp.account.events import EVENT_LABELS, event_label
-from webapp.devices import device_words, exact_time, relative_time
+from webapp.devices import Device, device_words, exact_time, relative_time
 from webapp.extensions import db
 from webapp.models import SecurityEvent, Session
-from webapp.sessions import Device, EventKind
+from webapp.security_events import EventKind
 
 from .conftest import AuthActions, csrf_token_from
 
@@ -340,6 +340,7 @@ def test_api_client_sessions_show_the_clients_name(app, two_browsers, clock):
             now=clock(),
             device=Device(user_agent="python-requests/2.32.3", ip_address="192.0.2.44", client_name="backup tool"),
         )
+        db.session.commit()
     row = page(laptop).find(attrs={"data-session-id": issued.session_id})
     assert row.select_one('[data-field="device"]').get_text(strip=True) == "API client: backup tool"
 
@@ -362,7 +363,7 @@ def test_the_51st_sign_in_ends_the_least_recently_active_session(app, auth, cloc
     least_recent_id = ids[1]
     with app.app_context():
         user_id = accounts.find_user(db.session, "alice@example.com").id
-        assert sessions.count_active_sessions(db.session, user_id=user_id, now=clock()) == 50
+        assert len(sessions.list_active_sessions(db.session, user_id=user_id, now=clock())) == 50
 
     clock.advance(120)
     newcomer = browser(app, FIREFOX_WINDOWS, "203.0.113.99")
@@ -372,7 +373,7 @@ def test_the_51st_sign_in_ends_the_least_recently_active_session(app, auth, cloc
     assert first.get("/account").status_code == 200
     assert newcomer.get("/account").status_code == 200
     with app.app_context():
-        assert sessions.count_active_sessions(db.session, user_id=user_id, now=clock()) == 50
+        assert len(sessions.list_active_sessions(db.session, user_id=user_id, now=clock())) == 50
         event = db.session.execute(
             select(SecurityEvent).where(SecurityEvent.kind == str(EventKind.SESSION_LIMIT_REACHED))
         ).scalar_one()

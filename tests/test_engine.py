@@ -1,5 +1,6 @@
 """The session engine, with a fake clock and no HTTP: issue, rotate, grace, reuse,
-lifetimes, revocation and key rotation."""
+lifetimes, revocation and key rotation. No Flask app either: a plain SQLAlchemy session
+on the migrated database, committed where the web edge would commit."""
 
 from __future__ import annotations
 
@@ -11,52 +12,60 @@ import pytest
 from sqlalchemy import event, select
 
 from webapp import accounts, sessions, tokens
-from webapp.extensions import db
+from webapp.database import unit_of_work
+from webapp.devices import Device
 from webapp.models import SecurityEvent, Session
-from webapp.sessions import Device, EventKind
+from webapp.security_events import EventKind
 from webapp.tokens import KeyRing
 
 from .conftest import PASSWORD, TEST_SECRET
 
 
 @pytest.fixture
-def user(ctx, clock):
-    return accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
+def user(db_session, clock):
+    with unit_of_work(db_session):
+        return accounts.create_user(db_session, "alice@example.com", PASSWORD, rounds=4, now=clock())
 
 
-def start(user, policy, clock, **kwargs):
-    return sessions.start_session(
-        db.session, user, policy=policy, now=clock(), device=Device("UA", "127.0.0.1"), **kwargs
-    )
+def start(db_session, user, policy, clock, **kwargs):
+    with unit_of_work(db_session):
+        return sessions.start_session(
+            db_session, user, policy=policy, now=clock(), device=Device("UA", "127.0.0.1"), **kwargs
+        )
 
 
-def rotate(token, policy, clock):
-    return sessions.rotate_refresh_token(db.session, token, policy=policy, now=clock())
+def rotate(db_session, token, policy, clock):
+    """As the auth hook does: commit what the rotation wrote, a refusal's revocation too."""
+    try:
+        return sessions.rotate_refresh_token(db_session, token, policy=policy, now=clock())
+    finally:
+        db_session.commit()
 
 
-def session_row(public_id) -> Session:
-    db.session.expire_all()
-    return db.session.execute(select(Session).where(Session.public_id == public_id)).scalar_one()
+def session_row(db_session, session_id) -> Session:
+    db_session.expire_all()
+    return db_session.execute(select(Session).where(Session.public_id == session_id)).scalar_one()
 
 
 @contextmanager
-def count_queries():
+def count_queries(db_session):
     statements = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement)
 
-    event.listen(db.engine, "before_cursor_execute", record)
+    engine = db_session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+        event.remove(engine, "before_cursor_execute", record)
 
 
-def test_start_session_issues_counter_zero_and_valid_access_token(user, policy, clock):
-    issued = start(user, policy, clock)
-    assert session_row(issued.session_id).counter == 0
-    signed_in = sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
+def test_start_session_issues_counter_zero_and_valid_access_token(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    assert session_row(db_session, issued.session_id).counter == 0
+    signed_in = sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
     assert (signed_in.user_id, signed_in.email, signed_in.session_id) == (
         user.id,
         "alice@example.com",
@@ -65,16 +74,16 @@ def test_start_session_issues_counter_zero_and_valid_access_token(user, policy, 
     assert issued.refresh_token.startswith(issued.session_id + ".0.")
 
 
-def test_session_ids_are_unguessable_and_distinct(user, policy, clock):
-    ids = {start(user, policy, clock).session_id for _ in range(5)}
+def test_session_ids_are_unguessable_and_distinct(db_session, user, policy, clock):
+    ids = {start(db_session, user, policy, clock).session_id for _ in range(5)}
     assert len(ids) == 5
     assert all(len(session_id) >= 22 for session_id in ids)
 
 
-def test_access_token_carries_every_required_claim(user, policy, clock):
+def test_access_token_carries_every_required_claim(db_session, user, policy, clock):
     import jwt
 
-    issued = start(user, policy, clock)
+    issued = start(db_session, user, policy, clock)
     header = jwt.get_unverified_header(issued.access_token)
     claims = jwt.decode(issued.access_token, options={"verify_signature": False})
     assert header["alg"] == "HS256" and header["kid"] == policy.keys.signing_kid
@@ -82,147 +91,147 @@ def test_access_token_carries_every_required_claim(user, policy, clock):
     assert claims["exp"] - claims["iat"] == policy.access_ttl
 
 
-def test_access_token_expiry_is_capped_at_the_absolute_end(user, policy, clock):
+def test_access_token_expiry_is_capped_at_the_absolute_end(db_session, user, policy, clock):
     short = replace(policy, max_age=60, access_ttl=900)
-    issued = start(user, short, clock)
+    issued = start(db_session, user, short, clock)
     assert issued.access_expires_at == clock() + timedelta(seconds=60)
 
 
-def test_rotation_advances_counter_and_returns_new_tokens(user, policy, clock):
-    issued = start(user, policy, clock)
+def test_rotation_advances_counter_and_returns_new_tokens(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     clock.advance(5)
-    rotated = rotate(issued.refresh_token, policy, clock)
+    rotated = rotate(db_session, issued.refresh_token, policy, clock)
     assert rotated.refresh_token != issued.refresh_token
     assert rotated.refresh_token.startswith(issued.session_id + ".1.")
-    assert session_row(issued.session_id).counter == 1
+    assert session_row(db_session, issued.session_id).counter == 1
     assert rotated.access_token != issued.access_token
 
 
-def test_expired_access_token_says_try_rotation(user, policy, clock):
-    issued = start(user, policy, clock)
+def test_expired_access_token_says_try_rotation(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     clock.advance(policy.access_ttl)
-    with pytest.raises(sessions.AccessTokenExpired):
-        sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
+    with pytest.raises(tokens.AccessTokenExpired):
+        sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
 
 
-def test_grace_window_returns_the_identical_token_and_writes_nothing(user, policy, clock):
-    issued = start(user, policy, clock)
-    first = rotate(issued.refresh_token, policy, clock)
+def test_grace_window_returns_the_identical_token_and_writes_nothing(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    first = rotate(db_session, issued.refresh_token, policy, clock)
     clock.advance(policy.reuse_grace - 1)
-    with count_queries() as statements:
-        again = rotate(issued.refresh_token, policy, clock)
+    with count_queries(db_session) as statements:
+        again = rotate(db_session, issued.refresh_token, policy, clock)
     assert again.refresh_token == first.refresh_token
     assert again.rotated is False
     assert not any(statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")) for statement in statements)
-    assert session_row(issued.session_id).counter == 1
+    assert session_row(db_session, issued.session_id).counter == 1
 
 
-def test_grace_window_is_not_rearmed_by_use(user, policy, clock):
-    issued = start(user, policy, clock)
-    rotate(issued.refresh_token, policy, clock)
+def test_grace_window_is_not_rearmed_by_use(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    rotate(db_session, issued.refresh_token, policy, clock)
     # Presenting the old token inside the window does not move the window.
     for _ in range(3):
         clock.advance(policy.reuse_grace / 4)
-        rotate(issued.refresh_token, policy, clock)
+        rotate(db_session, issued.refresh_token, policy, clock)
     clock.advance(policy.reuse_grace / 4)
     with pytest.raises(sessions.RefreshTokenReused):
-        rotate(issued.refresh_token, policy, clock)
+        rotate(db_session, issued.refresh_token, policy, clock)
 
 
-def test_previous_token_after_grace_window_revokes_the_session(user, policy, clock):
-    issued = start(user, policy, clock)
-    current = rotate(issued.refresh_token, policy, clock)
+def test_previous_token_after_grace_window_revokes_the_session(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    current = rotate(db_session, issued.refresh_token, policy, clock)
     clock.advance(policy.reuse_grace)
     with pytest.raises(sessions.RefreshTokenReused):
-        rotate(issued.refresh_token, policy, clock)
-    assert session_row(issued.session_id).revoked_at is not None
+        rotate(db_session, issued.refresh_token, policy, clock)
+    assert session_row(db_session, issued.session_id).revoked_at is not None
     # The legitimate holder is signed out too: somebody holds a copy.
     with pytest.raises(sessions.RefreshRejected):
-        rotate(current.refresh_token, policy, clock)
+        rotate(db_session, current.refresh_token, policy, clock)
     with pytest.raises(sessions.SessionInactive):
-        sessions.authenticate(db.session, current.access_token, policy=policy, now=clock())
-    kinds = db.session.execute(select(SecurityEvent.kind)).scalars().all()
+        sessions.authenticate(db_session, current.access_token, policy=policy, now=clock())
+    kinds = db_session.execute(select(SecurityEvent.kind)).scalars().all()
     assert kinds.count(EventKind.REFRESH_TOKEN_REUSED) == 1
 
 
 @pytest.mark.parametrize("steps_back", [2, 3])
-def test_any_older_counter_revokes_even_inside_the_window(user, policy, clock, steps_back):
-    issued = start(user, policy, clock)
+def test_any_older_counter_revokes_even_inside_the_window(db_session, user, policy, clock, steps_back):
+    issued = start(db_session, user, policy, clock)
     chain = [issued]
     for _ in range(steps_back):
-        chain.append(rotate(chain[-1].refresh_token, policy, clock))
+        chain.append(rotate(db_session, chain[-1].refresh_token, policy, clock))
     with pytest.raises(sessions.RefreshTokenReused):
-        rotate(chain[-1 - steps_back].refresh_token, policy, clock)
-    assert session_row(issued.session_id).revoked_reason == "reuse"
+        rotate(db_session, chain[-1 - steps_back].refresh_token, policy, clock)
+    assert session_row(db_session, issued.session_id).revoked_reason == "reuse"
 
 
-def test_counter_ahead_of_the_database_is_rejected_without_revoking(user, policy, clock):
-    issued = start(user, policy, clock)
+def test_counter_ahead_of_the_database_is_rejected_without_revoking(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     future = tokens.mint_refresh_token(issued.session_id, 7, keys=policy.keys)
     with pytest.raises(sessions.RefreshRejected) as raised:
-        rotate(future, policy, clock)
+        rotate(db_session, future, policy, clock)
     assert not isinstance(raised.value, sessions.RefreshTokenReused)
-    assert session_row(issued.session_id).revoked_at is None
+    assert session_row(db_session, issued.session_id).revoked_at is None
 
 
-def test_idle_timeout_counts_from_the_last_rotation(user, policy, clock):
-    issued = start(user, policy, clock)
+def test_idle_timeout_counts_from_the_last_rotation(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     clock.advance(policy.refresh_ttl - 10)
-    rotated = rotate(issued.refresh_token, policy, clock)
+    rotated = rotate(db_session, issued.refresh_token, policy, clock)
     clock.advance(policy.refresh_ttl - 10)
-    rotated = rotate(rotated.refresh_token, policy, clock)  # still alive: idle clock restarted
+    rotated = rotate(db_session, rotated.refresh_token, policy, clock)  # still alive: idle clock restarted
     clock.advance(policy.refresh_ttl)
     with pytest.raises(sessions.RefreshRejected):
-        rotate(rotated.refresh_token, policy, clock)
+        rotate(db_session, rotated.refresh_token, policy, clock)
 
 
-def test_absolute_timeout_is_never_extended(user, policy, clock):
+def test_absolute_timeout_is_never_extended(db_session, user, policy, clock):
     short = replace(policy, max_age=3600, refresh_ttl=1000, access_ttl=300)
-    issued = start(user, short, clock)
+    issued = start(db_session, user, short, clock)
     token = issued.refresh_token
     for _ in range(3):
         clock.advance(900)
-        rotated = rotate(token, short, clock)
+        rotated = rotate(db_session, token, short, clock)
         token = rotated.refresh_token
-        assert rotated.refresh_expires_at <= session_row(issued.session_id).expires_at
-        assert rotated.access_expires_at <= session_row(issued.session_id).expires_at
+        assert rotated.refresh_expires_at <= session_row(db_session, issued.session_id).expires_at
+        assert rotated.access_expires_at <= session_row(db_session, issued.session_id).expires_at
     clock.advance(900)  # 3600 s after sign-in
     with pytest.raises(sessions.RefreshRejected):
-        rotate(token, short, clock)
+        rotate(db_session, token, short, clock)
 
 
-def test_revoked_session_refuses_its_unexpired_access_token(user, policy, clock):
-    issued = start(user, policy, clock)
-    assert sessions.revoke_session(db.session, issued.session_id, user_id=user.id, now=clock())
+def test_revoked_session_refuses_its_unexpired_access_token(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    assert sessions.revoke_session(db_session, issued.session_id, user_id=user.id, now=clock())
     with pytest.raises(sessions.SessionInactive):
-        sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
+        sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
     with pytest.raises(sessions.RefreshRejected):
-        rotate(issued.refresh_token, policy, clock)
+        rotate(db_session, issued.refresh_token, policy, clock)
 
 
-def test_revoke_session_of_another_user_changes_nothing(ctx, user, policy, clock):
-    other = accounts.create_user(db.session, "bob@example.com", PASSWORD, rounds=4, now=clock())
-    issued = start(user, policy, clock)
-    assert not sessions.revoke_session(db.session, issued.session_id, user_id=other.id, now=clock())
-    assert session_row(issued.session_id).revoked_at is None
+def test_revoke_session_of_another_user_changes_nothing(db_session, user, policy, clock):
+    other = accounts.create_user(db_session, "bob@example.com", PASSWORD, rounds=4, now=clock())
+    issued = start(db_session, user, policy, clock)
+    assert not sessions.revoke_session(db_session, issued.session_id, user_id=other.id, now=clock())
+    assert session_row(db_session, issued.session_id).revoked_at is None
 
 
-def test_revoke_other_sessions_keeps_only_the_current_one(user, policy, clock):
-    keep, *others = [start(user, policy, clock) for _ in range(3)]
-    ended = sessions.revoke_other_sessions(db.session, user_id=user.id, keep_public_id=keep.session_id, now=clock())
+def test_revoke_other_sessions_keeps_only_the_current_one(db_session, user, policy, clock):
+    keep, *others = [start(db_session, user, policy, clock) for _ in range(3)]
+    ended = sessions.revoke_other_sessions(db_session, user_id=user.id, keep_session_id=keep.session_id, now=clock())
     assert ended == 2
-    sessions.authenticate(db.session, keep.access_token, policy=policy, now=clock())
+    sessions.authenticate(db_session, keep.access_token, policy=policy, now=clock())
     for issued in others:
         with pytest.raises(sessions.SessionInactive):
-            sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
+            sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
 
 
-def test_token_signed_under_a_fallback_secret_still_verifies(ctx, user, policy, clock):
-    issued = start(user, policy, clock)
+def test_token_signed_under_a_fallback_secret_still_verifies(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     rotated_keys = KeyRing.from_secrets("a-brand-new-secret-key-0123456789-abcdefghij", [TEST_SECRET])
     new_policy = replace(policy, keys=rotated_keys)
-    sessions.authenticate(db.session, issued.access_token, policy=new_policy, now=clock())
-    rotated = rotate(issued.refresh_token, new_policy, clock)
+    sessions.authenticate(db_session, issued.access_token, policy=new_policy, now=clock())
+    rotated = rotate(db_session, issued.refresh_token, new_policy, clock)
     # New tokens are made under the new secret only.
     assert tokens.decode_access_token(
         rotated.access_token,
@@ -233,52 +242,52 @@ def test_token_signed_under_a_fallback_secret_still_verifies(ctx, user, policy, 
     )
 
 
-def test_token_with_an_unknown_kid_is_rejected(ctx, user, policy, clock):
-    issued = start(user, policy, clock)
+def test_token_with_an_unknown_kid_is_rejected(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     unrelated = replace(policy, keys=KeyRing.from_secrets("an-entirely-different-secret-0123456789-xyz"))
     with pytest.raises(tokens.InvalidToken):
-        sessions.authenticate(db.session, issued.access_token, policy=unrelated, now=clock())
+        sessions.authenticate(db_session, issued.access_token, policy=unrelated, now=clock())
     with pytest.raises(sessions.RefreshRejected):
-        rotate(issued.refresh_token, unrelated, clock)
+        rotate(db_session, issued.refresh_token, unrelated, clock)
 
 
-def test_forged_refresh_token_costs_no_query(user, policy, clock):
-    issued = start(user, policy, clock)
+def test_forged_refresh_token_costs_no_query(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     session_id, counter, mac = issued.refresh_token.split(".")
     forged = f"{session_id}.{int(counter) + 1}.{mac}"
-    with count_queries() as statements, pytest.raises(sessions.RefreshRejected):
-        rotate(forged, policy, clock)
+    with count_queries(db_session) as statements, pytest.raises(sessions.RefreshRejected):
+        rotate(db_session, forged, policy, clock)
     assert statements == []
 
 
-def test_disabled_user_is_signed_out_at_once(user, policy, clock):
-    issued = start(user, policy, clock)
+def test_disabled_user_is_signed_out_at_once(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
     user.disabled_at = clock()
-    db.session.commit()
+    db_session.commit()
     with pytest.raises(sessions.SessionInactive):
-        sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
+        sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
 
 
-def test_last_active_is_written_at_most_once_a_minute(user, policy, clock):
-    issued = start(user, policy, clock)
-    signed_in = sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
+def test_last_active_is_written_at_most_once_a_minute(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    signed_in = sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
     clock.advance(30)
-    with count_queries() as statements:
-        sessions.touch_session(db.session, signed_in, now=clock())
+    with count_queries(db_session) as statements:
+        sessions.touch_session(db_session, signed_in, now=clock())
     assert statements == []
     clock.advance(31)
-    sessions.touch_session(db.session, signed_in, now=clock())
-    assert session_row(issued.session_id).last_active_at == clock()
+    sessions.touch_session(db_session, signed_in, now=clock())
+    assert session_row(db_session, issued.session_id).last_active_at == clock()
 
 
-def test_a_token_verified_once_is_still_checked_for_expiry_and_revocation(user, policy, clock):
-    issued = start(user, policy, clock)
-    sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())  # now remembered
+def test_a_token_verified_once_is_still_checked_for_expiry_and_revocation(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())  # now remembered
     clock.advance(policy.access_ttl)
-    with pytest.raises(sessions.AccessTokenExpired):
-        sessions.authenticate(db.session, issued.access_token, policy=policy, now=clock())
-    second = start(user, policy, clock)
-    sessions.authenticate(db.session, second.access_token, policy=policy, now=clock())
-    sessions.revoke_session(db.session, second.session_id, user_id=user.id, now=clock())
+    with pytest.raises(tokens.AccessTokenExpired):
+        sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
+    second = start(db_session, user, policy, clock)
+    sessions.authenticate(db_session, second.access_token, policy=policy, now=clock())
+    sessions.revoke_session(db_session, second.session_id, user_id=user.id, now=clock())
     with pytest.raises(sessions.SessionInactive):
-        sessions.authenticate(db.session, second.access_token, policy=policy, now=clock())
+        sessions.authenticate(db_session, second.access_token, policy=policy, now=clock())

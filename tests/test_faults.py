@@ -271,6 +271,7 @@ def test_engine_rotation_is_all_or_nothing(app, clock, monkeypatch):
         policy = app.extensions["session_policy"]
         user = accounts.create_user(db.session, "bob@example.com", PASSWORD, rounds=4, now=clock())
         issued = sessions.start_session(db.session, user, policy=policy, now=clock())
+        db.session.commit()
 
         def crash(**kwargs):
             raise RuntimeError("worker killed mid-rotation")

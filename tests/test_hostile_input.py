@@ -51,6 +51,7 @@ def world(app, clock):
         live = sessions.start_session(db.session, alice, policy=policy, now=clock())
         dead = sessions.start_session(db.session, alice, policy=policy, now=clock())
         sessions.revoke_session(db.session, dead.session_id, user_id=alice.id, now=clock())
+        db.session.commit()
         user_id = alice.id
         db.session.remove()
     return {"app": app, "policy": policy, "live": live, "dead": dead, "user_id": user_id, "clock": clock}
@@ -136,7 +137,7 @@ def b64(data: bytes) -> str:
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
 ANYTHING = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,
 )
 

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, update
 
-from webapp import accounts, sessions
+from webapp import accounts, retention, sessions
+from webapp.devices import Device
 from webapp.extensions import db
 from webapp.models import SecurityEvent, Session
-from webapp.sessions import Device, EventKind
+from webapp.security_events import EventKind, record_event
 
 from .conftest import PASSWORD, AuthActions
 
@@ -37,12 +38,12 @@ def seed_session(app, user, clock, *, created_ago, idle_ends_in=None, ends_in=No
         values["revoked_at"] = now - revoked_ago
     if values:
         db.session.execute(update(Session).where(Session.public_id == issued.session_id).values(**values))
-        db.session.commit()
+    db.session.commit()
     return issued.session_id
 
 
 def seed_event(user, clock, *, ago) -> int:
-    sessions.record_event(db.session, user_id=user.id, kind=EventKind.SIGNED_IN, now=clock() - ago)
+    record_event(db.session, user_id=user.id, kind=EventKind.SIGNED_IN, now=clock() - ago)
     db.session.commit()
     return db.session.execute(select(SecurityEvent.id).order_by(SecurityEvent.id.desc()).limit(1)).scalar_one()
 
@@ -115,13 +116,14 @@ def test_prune_twice_removes_nothing_the_second_time(runner, seeded):
 
 def test_prune_works_in_batches_that_each_commit(ctx, clock):
     user = accounts.create_user(db.session, "bob@example.com", PASSWORD, rounds=4, now=clock())
+    db.session.commit()
     for _ in range(5):
         seed_session(ctx, user, clock, created_ago=40 * DAY, revoked_ago=35 * DAY)
     statements = []
     listen = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
     event.listen(db.engine, "before_cursor_execute", listen)
     try:
-        removed = sessions.prune_sessions(db.session, now=clock(), older_than=30 * DAY, batch_size=2)
+        removed = retention.prune_sessions(db.session, now=clock(), older_than=30 * DAY, batch_size=2)
     finally:
         event.remove(db.engine, "before_cursor_execute", listen)
     assert removed == 5
@@ -133,9 +135,10 @@ def test_prune_works_in_batches_that_each_commit(ctx, clock):
 
 def test_max_batches_bounds_the_work(ctx, clock):
     user = accounts.create_user(db.session, "bob@example.com", PASSWORD, rounds=4, now=clock())
+    db.session.commit()
     for _ in range(5):
         seed_session(ctx, user, clock, created_ago=32 * DAY, revoked_ago=31 * DAY)
-    assert sessions.prune_sessions(db.session, now=clock(), older_than=30 * DAY, batch_size=2, max_batches=1) == 2
+    assert retention.prune_sessions(db.session, now=clock(), older_than=30 * DAY, batch_size=2, max_batches=1) == 2
     assert len(session_ids()) == 3
 
 
@@ -151,6 +154,7 @@ def test_sign_in_prunes_a_small_batch_at_most_once_an_hour(app, clock):
 
     with app.app_context():
         accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
+        db.session.commit()
     first = seed_ended_session()
     assert AuthActions(app.test_client()).login().status_code == 302
     assert first not in remaining()

@@ -11,11 +11,11 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, headers
+from . import auth, errors
 from .config import apply_derived_settings, load_config
-from .extensions import csrf, db, limiter, migrate
+from .extensions import db, migrate
+from .retention import PruneSchedule, RetentionPolicy
 from .sessions import SessionPolicy
-from .tokens import KeyRing
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +30,6 @@ def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str]
     app.config.update(load_config(os.environ if environ is None else environ, Path(app.instance_path)))
     app.json = SafeJSONProvider(app)
     app.config["CLOCK"] = lambda: datetime.now(timezone.utc)
-    # CSRF is checked by auth.hooks.protect_from_csrf, which knows bearer requests.
-    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     if test_config:
         app.config.update(test_config)
     apply_derived_settings(app.config)
@@ -41,11 +39,14 @@ def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str]
         # The client address and scheme only: the Host header is never taken from a proxy.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
 
-    app.extensions["session_policy"] = build_session_policy(app.config)
+    app.extensions["session_policy"] = SessionPolicy.from_config(app.config)
+    app.extensions["retention_policy"] = RetentionPolicy.from_config(app.config)
+    app.extensions["prune_schedule"] = PruneSchedule()
     register_extensions(app)
+    # CSRF, authentication, rate limits, cookies, security headers: see its docstring.
+    auth.init_app(app)
     register_blueprints(app)
     errors.register_error_handlers(app)
-    headers.register_security_headers(app)
     register_commands(app)
     return app
 
@@ -61,23 +62,9 @@ class SafeJSONProvider(DefaultJSONProvider):
             raise ValueError("JSON nested too deeply") from None
 
 
-def build_session_policy(config: Mapping) -> SessionPolicy:
-    return SessionPolicy(
-        keys=KeyRing.from_secrets(config["SECRET_KEY"], config["SECRET_KEY_FALLBACKS"]),
-        issuer=config["JWT_ISSUER"],
-        audience=config["JWT_AUDIENCE"],
-        access_ttl=config["ACCESS_TOKEN_TTL"],
-        refresh_ttl=config["REFRESH_TOKEN_TTL"],
-        max_age=config["SESSION_MAX_AGE"],
-        reuse_grace=config["REFRESH_REUSE_GRACE"],
-        max_sessions_per_user=config["MAX_SESSIONS_PER_USER"],
-    )
-
-
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
-    csrf.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -92,9 +79,6 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp)
     app.register_blueprint(api_token_bp)
     app.register_blueprint(main_bp)
-    # After the blueprints: the limiter's before-request check then runs after
-    # authentication, so a limit keyed on the signed-in user can see who that is.
-    limiter.init_app(app)
 
 
 def register_commands(app: Flask) -> None:

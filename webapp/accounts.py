@@ -1,4 +1,8 @@
-"""User accounts: registration, the credential check, password change. Plain Python."""
+"""User accounts: registration, the credential check, password change. Plain Python.
+
+Like the session engine, these functions add and flush and never commit: the caller
+wraps each in its unit of work (`database.unit_of_work`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
 from . import passwords, sessions
+from .devices import Device
 from .models import User
+from .security_events import EventKind, record_event
 
 # Deliverability is proven by use, not by a parser: one @, a dot after it, and no
 # space or control character anywhere.
@@ -39,36 +45,36 @@ def encodes_as_utf8(text: str) -> bool:
     return True
 
 
-def find_user(db: DbSession, email: str) -> User | None:
+def find_user(db_session: DbSession, email: str) -> User | None:
     if "\x00" in email or not encodes_as_utf8(email):
         # No stored email holds a NUL or a lone surrogate, and the database drivers
         # refuse both even in a query.
         return None
-    return db.execute(select(User).where(User.email == normalize_email(email))).scalar_one_or_none()
+    return db_session.execute(select(User).where(User.email == normalize_email(email))).scalar_one_or_none()
 
 
-def create_user(db: DbSession, email: str, password: str, *, rounds: int, now: datetime) -> User:
+def create_user(db_session: DbSession, email: str, password: str, *, rounds: int, now: datetime) -> User:
     """Create an account. Raises `EmailTaken`; the unique constraint is the real check, so
-    two sign-ups racing on one email cannot both win. Commits."""
+    two sign-ups racing on one email cannot both win. Writes (and flushes, to find out);
+    does not commit. After `EmailTaken` the unit of work must be rolled back."""
     user = User(
         email=normalize_email(email), password_hash=passwords.hash_password(password, rounds=rounds), created_at=now
     )
-    db.add(user)
+    db_session.add(user)
     try:
-        db.commit()
+        db_session.flush()
     except IntegrityError:
-        db.rollback()
         raise EmailTaken(email) from None
     return user
 
 
-def check_credentials(db: DbSession, email: str, password: str, *, rounds: int) -> User | None:
+def check_credentials(db_session: DbSession, email: str, password: str, *, rounds: int) -> User | None:
     """The user these credentials belong to, or None.
 
     An unknown email, a wrong password and a disabled account all cost one bcrypt check
     and give the same None, so neither the answer nor its timing tells them apart.
     """
-    user = find_user(db, email)
+    user = find_user(db_session, email)
     if user is None:
         passwords.verify_password(password, passwords.dummy_hash(rounds))
         return None
@@ -77,8 +83,8 @@ def check_credentials(db: DbSession, email: str, password: str, *, rounds: int) 
     return user
 
 
-def set_password(db: DbSession, user: User, new_password: str, *, rounds: int, now: datetime) -> None:
-    """Replace the user's password; the caller ends other sessions and commits."""
+def set_password(db_session: DbSession, user: User, new_password: str, *, rounds: int, now: datetime) -> None:
+    """Replace the user's password. Writes; does not commit."""
     user.password_hash = passwords.hash_password(new_password, rounds=rounds)
     user.password_changed_at = now
 
@@ -92,7 +98,7 @@ class UnknownUser(LookupError):
 
 
 def change_password(
-    db: DbSession,
+    db_session: DbSession,
     *,
     user_id: int,
     session_id: str,
@@ -101,91 +107,87 @@ def change_password(
     rounds: int,
     policy: sessions.SessionPolicy,
     now: datetime,
-    device: sessions.Device = sessions.Device(),
+    device: Device = Device(),
 ) -> sessions.IssuedTokens:
     """Change the password of `user_id`, signed in on session `session_id`.
 
-    The new password, the end of every other session and the PASSWORD_CHANGED event are
-    committed together; then this session rotates, so it goes on with fresh tokens and
-    any copy of its old refresh token is retired. Raises `WrongPassword` (nothing
-    changed) and `sessions.SessionInactive` (this session ended meanwhile).
+    Sets the new password, ends every other session with a PASSWORD_CHANGED event, and
+    rotates this session, so it goes on with fresh tokens and any copy of its old refresh
+    token is retired. Raises `WrongPassword` (nothing written) and
+    `sessions.SessionInactive` (this session ended meanwhile). Writes; does not commit:
+    the caller commits all of it or none.
     """
-    user = db.get(User, user_id)
+    user = db_session.get(User, user_id)
     if (
         user is None
         or user.disabled_at is not None
         or not passwords.verify_password(current_password, user.password_hash)
     ):
         raise WrongPassword()
-    set_password(db, user, new_password, rounds=rounds, now=now)
+    set_password(db_session, user, new_password, rounds=rounds, now=now)
     sessions.revoke_other_sessions(
-        db,
+        db_session,
         user_id=user_id,
-        keep_public_id=session_id,
+        keep_session_id=session_id,
         now=now,
         reason="password_changed",
-        event=sessions.EventKind.PASSWORD_CHANGED,
+        event=EventKind.PASSWORD_CHANGED,
         device=device,
     )
-    return sessions.renew_session_tokens(db, session_id, user_id=user_id, policy=policy, now=now)
+    return sessions.renew_session_tokens(db_session, session_id, user_id=user_id, policy=policy, now=now)
 
 
-def _require_user(db: DbSession, email: str) -> User:
-    user = find_user(db, email)
+def _require_user(db_session: DbSession, email: str) -> User:
+    user = find_user(db_session, email)
     if user is None:
         raise UnknownUser(normalize_email(email))
     return user
 
 
-def disable_user(
-    db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()
-) -> tuple[User, int]:
+def disable_user(db_session: DbSession, email: str, *, now: datetime, device: Device = Device()) -> tuple[User, int]:
     """Refuse sign-in to the account and end every one of its sessions at once (their
     unexpired access tokens included). Returns the user and how many sessions ended.
     Disabling a disabled account keeps its first `disabled_at`. Raises `UnknownUser`.
-    Commits."""
-    user = _require_user(db, email)
+    Writes; does not commit."""
+    user = _require_user(db_session, email)
     if user.disabled_at is None:
         user.disabled_at = now
     ended = sessions.revoke_other_sessions(
-        db,
+        db_session,
         user_id=user.id,
-        keep_public_id=None,
+        keep_session_id=None,
         now=now,
         reason="account_disabled",
-        event=sessions.EventKind.ACCOUNT_DISABLED,
+        event=EventKind.ACCOUNT_DISABLED,
         device=device,
     )
     return user, ended
 
 
-def enable_user(
-    db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()
-) -> tuple[User, bool]:
+def enable_user(db_session: DbSession, email: str, *, now: datetime, device: Device = Device()) -> tuple[User, bool]:
     """Let a disabled account sign in again. Returns the user and whether it was
-    disabled. Raises `UnknownUser`. Commits."""
-    user = _require_user(db, email)
+    disabled. Raises `UnknownUser`. Writes; does not commit."""
+    user = _require_user(db_session, email)
     was_disabled = user.disabled_at is not None
     if was_disabled:
         user.disabled_at = None
-        sessions.record_event(db, user_id=user.id, kind=sessions.EventKind.ACCOUNT_ENABLED, now=now, device=device)
-    db.commit()
+        record_event(db_session, user_id=user.id, kind=EventKind.ACCOUNT_ENABLED, now=now, device=device)
     return user, was_disabled
 
 
 def sign_out_everywhere(
-    db: DbSession, email: str, *, now: datetime, device: sessions.Device = sessions.Device()
+    db_session: DbSession, email: str, *, now: datetime, device: Device = Device()
 ) -> tuple[User, int]:
     """End every session of the account; it may sign in again. Returns the user and how
-    many sessions ended. Raises `UnknownUser`. Commits."""
-    user = _require_user(db, email)
+    many sessions ended. Raises `UnknownUser`. Writes; does not commit."""
+    user = _require_user(db_session, email)
     ended = sessions.revoke_other_sessions(
-        db,
+        db_session,
         user_id=user.id,
-        keep_public_id=None,
+        keep_session_id=None,
         now=now,
         reason="signed_out_by_operator",
-        event=sessions.EventKind.ALL_SESSIONS_REVOKED,
+        event=EventKind.ALL_SESSIONS_REVOKED,
         device=device,
     )
     return user, ended

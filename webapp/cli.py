@@ -14,9 +14,10 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import accounts, passwords, pruning
+from . import accounts, passwords, retention
+from .database import unit_of_work
+from .devices import Device
 from .extensions import db
-from .sessions import Device
 
 # What an operator's action looks like in the user's security activity: no browser, no IP.
 OPERATOR = Device()
@@ -36,7 +37,8 @@ def register(app: Flask) -> None:
 def prune_command() -> None:
     """Delete sessions that ended more than PRUNE_AFTER_DAYS ago and security events
     older than SECURITY_EVENT_RETENTION_DAYS, a batch at a time."""
-    pruned = pruning.prune(now=now())
+    # Commits batch by batch: see retention.py.
+    pruned = retention.prune(db.session, current_app.extensions["retention_policy"], now=now())
     config = current_app.config
     click.echo(
         f"Removed {_count(pruned.sessions, 'session')} (ended more than {config['PRUNE_AFTER_DAYS']} days ago) "
@@ -78,7 +80,10 @@ def create_user(email: str, password_stdin: bool) -> None:
             f"The password must have {passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters."
         )
     try:
-        user = accounts.create_user(db.session, email, password, rounds=current_app.config["BCRYPT_ROUNDS"], now=now())
+        with unit_of_work(db.session):
+            user = accounts.create_user(
+                db.session, email, password, rounds=current_app.config["BCRYPT_ROUNDS"], now=now()
+            )
     except accounts.EmailTaken:
         raise click.ClickException(f"An account with the email {normalized!r} already exists.") from None
     click.echo(f"Created account {user.email}.")
@@ -89,7 +94,8 @@ def create_user(email: str, password_stdin: bool) -> None:
 def disable_user(email: str) -> None:
     """Refuse sign-in to EMAIL and end every one of its sessions now."""
     try:
-        user, ended = accounts.disable_user(db.session, email, now=now(), device=OPERATOR)
+        with unit_of_work(db.session):
+            user, ended = accounts.disable_user(db.session, email, now=now(), device=OPERATOR)
     except accounts.UnknownUser:
         raise _unknown(email) from None
     click.echo(f"Disabled {user.email}; ended {_count(ended, 'session')}.")
@@ -100,7 +106,8 @@ def disable_user(email: str) -> None:
 def enable_user(email: str) -> None:
     """Let EMAIL sign in again."""
     try:
-        user, was_disabled = accounts.enable_user(db.session, email, now=now(), device=OPERATOR)
+        with unit_of_work(db.session):
+            user, was_disabled = accounts.enable_user(db.session, email, now=now(), device=OPERATOR)
     except accounts.UnknownUser:
         raise _unknown(email) from None
     click.echo(f"Enabled {user.email}." if was_disabled else f"{user.email} was not disabled; nothing changed.")
@@ -111,7 +118,8 @@ def enable_user(email: str) -> None:
 def sign_out_user(email: str) -> None:
     """End every session of EMAIL; the account may sign in again."""
     try:
-        user, ended = accounts.sign_out_everywhere(db.session, email, now=now(), device=OPERATOR)
+        with unit_of_work(db.session):
+            user, ended = accounts.sign_out_everywhere(db.session, email, now=now(), device=OPERATOR)
     except accounts.UnknownUser:
         raise _unknown(email) from None
     click.echo(f"Signed {user.email} out everywhere; ended {_count(ended, 'session')}.")

@@ -167,12 +167,6 @@ def apply_derived_settings(config: dict) -> None:
         SESSION_COOKIE_SAMESITE=config["COOKIE_SAMESITE"],
         SESSION_COOKIE_PATH="/",
         SESSION_COOKIE_DOMAIN=None,
-        # CSRF tokens are bound to the Flask session, renewed at sign-in: no timer, so a
-        # sessions page left open all day still works.
-        WTF_CSRF_TIME_LIMIT=None,
-        # Flask-WTF signs with SECRET_KEY alone; itsdangerous takes a list, oldest first,
-        # signing with the last: a page opened before a secret rotation keeps working.
-        WTF_CSRF_SECRET_KEY=[*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]],
         SQLALCHEMY_TRACK_MODIFICATIONS=False,
         # Forms here are tiny; anything bigger is an attack or a mistake.
         MAX_CONTENT_LENGTH=config.get("MAX_CONTENT_LENGTH") or 64 * 1024,

@@ -1,15 +1,29 @@
-"""How a signed-in device and a moment read to a person. Pure functions, no Flask.
+"""The device a request comes from, and how it and a moment read to a person. No Flask.
 
-`device_words` turns a User-Agent into "Firefox 132 on Windows" with ua-parser's bundled
-rules (hand-written regexes rot as browsers change); `relative_time` turns a timestamp
-into "3 minutes ago", and `exact_time` gives the precise UTC moment for a `title`.
+`Device` is who is asking, as the web edge saw it; the engine stores it on sessions and
+security events. `device_words` turns a User-Agent into "Firefox 132 on Windows" with
+ua-parser's bundled rules (hand-written regexes rot as browsers change); `relative_time`
+turns a timestamp into "3 minutes ago", and `exact_time` gives the precise UTC moment
+for a `title`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import ua_parser
+
+
+@dataclass(frozen=True)
+class Device:
+    """Who is asking, as the edge saw it: the User-Agent, the client's address, and the
+    name a non-browser client gave itself (None for browsers)."""
+
+    user_agent: str = ""
+    ip_address: str = ""
+    client_name: str | None = None
+
 
 UNKNOWN_DEVICE = "Unknown device"
 

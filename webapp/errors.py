@@ -33,13 +33,19 @@ TITLES = {
 }
 
 
-def wants_json_errors() -> bool:
-    return request.path.startswith("/api/") or request.path in ("/auth/refresh", "/healthz")
+# Outside /api/, the two addresses that scripts and probes call rather than people.
+_JSON_PATHS = frozenset({"/auth/refresh", "/healthz"})
+
+
+def wants_json() -> bool:
+    """Whether this request is answered in JSON (errors and refusals included) rather
+    than with a page: everything under /api/, the page scripts' refresh, the health check."""
+    return request.path.startswith("/api/") or request.path in _JSON_PATHS
 
 
 def error_response(status: int, message: str, *, code: str | None = None) -> Response:
     title = TITLES.get(status, "Error")
-    if wants_json_errors():
+    if wants_json():
         response = jsonify(error=code or title.lower().replace(" ", "_"), message=message)
     else:
         response = make_response(render_template("error.html", status=status, title=title, message=message))

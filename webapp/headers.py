@@ -1,6 +1,8 @@
 """Security headers on every response."""
 
-from flask import Flask, Response, g
+from flask import Response, current_app
+
+from .auth.request_auth import current_auth
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -17,19 +19,18 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-def register_security_headers(app: Flask) -> None:
-    @app.after_request
-    def set_security_headers(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if app.config["COOKIE_SECURE"]:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-        # Whatever a signed-in request sees is for that user only: never cache it, so the
-        # back button after sign-out shows nothing.
-        if g.get("signed_in") is not None or g.get("auth_cookies") is not None:
-            response.headers["Cache-Control"] = "no-store"
-            response.headers.setdefault("Vary", "Cookie")
-        return response
+def set_security_headers(response: Response) -> Response:
+    """After every request: the headers every page and answer of ours carries."""
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if current_app.config["COOKIE_SECURE"]:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+    # Whatever a signed-in request sees is for that user only: never cache it, so the
+    # back button after sign-out shows nothing.
+    if current_auth().is_personal:
+        response.headers["Cache-Control"] = "no-store"
+        response.headers.setdefault("Vary", "Cookie")
+    return response

@@ -1,48 +1,20 @@
 """Users, their sessions (one per signed-in device) and security events.
 
 The schema is created only by the migrations in `migrations/`; a test proves these
-models and the migrations agree.
+models and the migrations agree. No Flask here: Flask-SQLAlchemy adopts `Base`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, TypeDecorator
+from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .extensions import db
+from .database import Base, UTCDateTime, utcnow
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC datetimes on every database.
-
-    SQLite has no time zone type and hands back naive values; this stores UTC and always
-    returns aware datetimes, so comparisons never mix naive and aware.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: pass an aware UTC datetime")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-class User(db.Model):
+class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -59,7 +31,7 @@ class User(db.Model):
         return f"<User {self.id} {self.email}>"
 
 
-class Session(db.Model):
+class Session(Base):
     """One signed-in device (a browser, or an API client that signed in with JSON).
 
     Revocation sets `revoked_at`; rows are deleted only by `flask prune`, long after.
@@ -97,7 +69,7 @@ class Session(db.Model):
         return f"<Session {self.public_id} user={self.user_id} counter={self.counter}>"
 
 
-class SecurityEvent(db.Model):
+class SecurityEvent(Base):
     """Something a user should be able to see happened to their account."""
 
     __tablename__ = "security_events"

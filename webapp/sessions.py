@@ -1,8 +1,14 @@
 """The session engine: start, authenticate, rotate, revoke.
 
-Plain Python over the database. It never touches `request`, `g` or cookies: callers pass
-values (the time, the policy, who the client is) and get values back or an exception.
-The web edge (`auth/hooks.py`, the views) and the CLI are thin adapters over it.
+Plain Python over the database. It never touches `request`, `g` or cookies and imports
+no Flask: callers pass values (the time, the policy, who the client is) and get values
+back or an exception. The web edge (`auth/hooks.py`, the views) and the CLI are thin
+adapters over it.
+
+Transactions belong to the caller. Functions here add and flush and never commit; each
+docstring says whether it writes. The view, hook or command wraps one user action in
+`database.unit_of_work`, so a sign-in and its event, or a password change and the
+sessions it ends, are committed together or not at all.
 
 Lifecycle in one paragraph: a sign-in creates a session row with counter 0 and hands out
 a refresh token for (session, 0) and a short access JWT. Rotation moves the counter from
@@ -11,52 +17,50 @@ n to n+1 with one compare-and-set UPDATE; the successor token is a pure function
 token for n is honoured for `reuse_grace` seconds after the rotation (parallel requests
 of one page load) without writing anything; after that, or for any older counter, it is
 a copy in the wrong hands and the whole session is revoked.
+
+Names: `session_id` is a session's public id (JWT `sid`, refresh-token prefix, URLs);
+`session_pk` is its primary key; `db_session` is an ORM session.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 import secrets
-import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Connection, Engine, and_, select, update
 from sqlalchemy.orm import Session as DbSession
 
-from . import tokens
-from .models import SecurityEvent, Session, User
-from .prepared import PreparedSelect
-from .tokens import AccessTokenExpired, InvalidToken, KeyRing
+from . import session_queries, tokens
+from .devices import Device
+from .models import Session, User
+from .security_events import EventKind, record_event
+from .tokens import InvalidToken, KeyRing
 
 __all__ = [
-    "AccessTokenExpired",
     "Device",
-    "EventKind",
     "IssuedTokens",
     "RefreshRejected",
     "RefreshTokenReused",
     "SessionInactive",
     "SessionPolicy",
+    "SessionTimes",
     "SignedIn",
     "SignedOut",
     "authenticate",
-    "record_event",
+    "build_session",
+    "list_active_sessions",
+    "renew_session_tokens",
+    "revoke_by_refresh_token",
     "revoke_other_sessions",
     "revoke_session",
     "rotate_refresh_token",
+    "seconds_until",
+    "session_times",
     "start_session",
     "touch_session",
-    "list_active_sessions",
-    "list_security_events",
-    "PruneSchedule",
-    "prune_security_events",
-    "prune_sessions",
-    "record_sign_in_rate_limited",
-    "renew_session_tokens",
-    "seconds_until",
 ]
 
 # Last-active is written at most this often per session: a write per request would make
@@ -77,26 +81,13 @@ class RefreshRejected(SignedOut):
 
 
 class RefreshTokenReused(RefreshRejected):
-    """A retired refresh token came back: somebody holds a copy. The session is now revoked."""
+    """A retired refresh token came back: somebody holds a copy. The session's revocation
+    and its event have been added to the unit of work: the caller must commit them."""
 
-    def __init__(self, session_public_id: str, user_id: int):
-        super().__init__(f"refresh token of session {session_public_id} reused")
-        self.session_public_id = session_public_id
+    def __init__(self, session_id: str, user_id: int):
+        super().__init__(f"refresh token of session {session_id} reused")
+        self.session_id = session_id
         self.user_id = user_id
-
-
-class EventKind(enum.StrEnum):
-    SIGNED_IN = "signed_in"
-    SIGNED_OUT = "signed_out"
-    SESSION_REVOKED = "session_revoked"
-    OTHER_SESSIONS_REVOKED = "other_sessions_revoked"
-    PASSWORD_CHANGED = "password_changed"
-    REFRESH_TOKEN_REUSED = "refresh_token_reused"
-    SIGN_IN_RATE_LIMITED = "sign_in_rate_limited"
-    SESSION_LIMIT_REACHED = "session_limit_reached"
-    ACCOUNT_DISABLED = "account_disabled"
-    ACCOUNT_ENABLED = "account_enabled"
-    ALL_SESSIONS_REVOKED = "all_sessions_revoked"
 
 
 @dataclass(frozen=True)
@@ -110,18 +101,25 @@ class SessionPolicy:
     reuse_grace: int
     max_sessions_per_user: int = 50
 
-
-@dataclass(frozen=True)
-class Device:
-    """Who is asking, as the edge saw it."""
-
-    user_agent: str = ""
-    ip_address: str = ""
-    client_name: str | None = None
+    @classmethod
+    def from_config(cls, config: Mapping) -> SessionPolicy:
+        """The policy the settings describe (`config.load_config`'s names)."""
+        return cls(
+            keys=KeyRing.from_secrets(config["SECRET_KEY"], config["SECRET_KEY_FALLBACKS"]),
+            issuer=config["JWT_ISSUER"],
+            audience=config["JWT_AUDIENCE"],
+            access_ttl=config["ACCESS_TOKEN_TTL"],
+            refresh_ttl=config["REFRESH_TOKEN_TTL"],
+            max_age=config["SESSION_MAX_AGE"],
+            reuse_grace=config["REFRESH_REUSE_GRACE"],
+            max_sessions_per_user=config["MAX_SESSIONS_PER_USER"],
+        )
 
 
 @dataclass(frozen=True)
 class SignedIn:
+    """Who a request signs in as."""
+
     user_id: int
     email: str
     session_id: str
@@ -146,6 +144,21 @@ class IssuedTokens:
     signed_in: SignedIn
     # False when the grace window handed back the current token without a rotation.
     rotated: bool = True
+
+
+@dataclass(frozen=True)
+class SessionTimes:
+    """When one session started, was last used, and when it ends."""
+
+    session_id: str
+    created_at: datetime
+    last_active_at: datetime
+    rotated_at: datetime
+    # The session lapses here unless its refresh token is used before (REFRESH_TOKEN_TTL).
+    idle_expires_at: datetime
+    # The session ends here whatever happens (SESSION_MAX_AGE); never moves.
+    expires_at: datetime
+    persistent: bool
 
 
 def _epoch(moment: datetime) -> int:
@@ -205,34 +218,13 @@ def _tokens_for(
     )
 
 
-def record_event(
-    db: DbSession,
-    *,
-    user_id: int,
-    kind: EventKind,
-    now: datetime,
-    device: Device = Device(),
-    session_public_id: str | None = None,
-    detail: str | None = None,
-) -> None:
-    """Add a security event to the unit of work; the caller commits."""
-    db.add(
-        SecurityEvent(
-            user_id=user_id,
-            kind=str(kind),
-            created_at=now,
-            session_public_id=session_public_id,
-            ip_address=device.ip_address[:64],
-            user_agent=device.user_agent[:512],
-            client_name=device.client_name,
-            detail=detail,
-        )
-    )
-
-
 def _active(now: datetime):
     """SQL condition: the session has not been revoked and has not lapsed."""
     return and_(Session.revoked_at.is_(None), Session.expires_at > now, Session.idle_expires_at > now)
+
+
+def _is_live(row, now: datetime) -> bool:
+    return row.revoked_at is None and row.disabled_at is None and now < row.expires_at and now < row.idle_expires_at
 
 
 def build_session(
@@ -257,7 +249,7 @@ def build_session(
 
 
 def start_session(
-    db: DbSession,
+    db_session: DbSession,
     user: User,
     *,
     policy: SessionPolicy,
@@ -268,16 +260,15 @@ def start_session(
     """Sign `user` in on a new device: a new session at counter 0, and its tokens.
 
     Beyond `policy.max_sessions_per_user` active sessions, the least recently active
-    ones are ended (and an event says so). Commits.
+    ones are ended (and an event says so). Writes; does not commit.
     """
     session = build_session(user.id, policy=policy, now=now, device=device, persistent=persistent)
-    db.add(session)
+    db_session.add(session)
     record_event(
-        db, user_id=user.id, kind=EventKind.SIGNED_IN, now=now, device=device, session_public_id=session.public_id
+        db_session, user_id=user.id, kind=EventKind.SIGNED_IN, now=now, device=device, session_id=session.public_id
     )
-    db.flush()
-    _end_sessions_over_limit(db, user_id=user.id, keep=session.id, policy=policy, now=now, device=device)
-    db.commit()
+    db_session.flush()
+    _end_sessions_over_limit(db_session, user_id=user.id, keep=session.id, policy=policy, now=now, device=device)
     signed_in = SignedIn(
         user_id=user.id,
         email=user.email,
@@ -298,116 +289,42 @@ def start_session(
 
 
 def _end_sessions_over_limit(
-    db: DbSession, *, user_id: int, keep: int, policy: SessionPolicy, now: datetime, device: Device
+    db_session: DbSession, *, user_id: int, keep: int, policy: SessionPolicy, now: datetime, device: Device
 ) -> None:
-    active = db.execute(
+    over_limit = db_session.execute(
         select(Session.id, Session.public_id)
         .where(Session.user_id == user_id, Session.id != keep, _active(now))
         .order_by(Session.last_active_at.desc(), Session.id.desc())
         .offset(policy.max_sessions_per_user - 1)
     ).all()
-    for session_pk, public_id in active:
-        ended = db.execute(
-            update(Session)
-            .where(Session.id == session_pk, Session.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason="session_limit")
-        ).rowcount
-        if ended:
+    for session_pk, session_id in over_limit:
+        if _revoke(db_session, session_pk=session_pk, reason="session_limit", now=now):
             record_event(
-                db,
+                db_session,
                 user_id=user_id,
                 kind=EventKind.SESSION_LIMIT_REACHED,
                 now=now,
                 device=device,
-                session_public_id=public_id,
+                session_id=session_id,
                 detail=f"more than {policy.max_sessions_per_user} signed-in devices",
             )
 
 
-_sessions, _users = Session.__table__, User.__table__
-
-# Core statements built once. The two reads run through prepared.PreparedSelect: on every
-# request, the ORM's and even Core's per-call machinery cost several times the indexed
-# lookup itself (bench/run.py measures it).
-_SESSION_WITH_USER = (
-    select(
-        _sessions.c.id,
-        _sessions.c.user_id,
-        _sessions.c.counter,
-        _sessions.c.rotated_at,
-        _sessions.c.last_active_at,
-        _sessions.c.expires_at,
-        _sessions.c.idle_expires_at,
-        _sessions.c.revoked_at,
-        _sessions.c.persistent,
-        _sessions.c.client_name,
-        _users.c.email,
-        _users.c.disabled_at,
-    )
-    .join(_users, _users.c.id == _sessions.c.user_id)
-    .where(_sessions.c.public_id == bindparam("public_id"))
-)
-
-# The per-request check: is this session of this user still active? The conditions are
-# in SQL so that only the one timestamp the caller needs comes back to be converted.
-_ACTIVE_SESSION = (
-    select(_sessions.c.id, _sessions.c.last_active_at, _sessions.c.client_name, _users.c.email)
-    .join(_users, _users.c.id == _sessions.c.user_id)
-    .where(
-        _sessions.c.public_id == bindparam("public_id"),
-        _sessions.c.user_id == bindparam("user_id"),
-        _sessions.c.revoked_at.is_(None),
-        _sessions.c.expires_at > bindparam("now"),
-        _sessions.c.idle_expires_at > bindparam("now"),
-        _users.c.disabled_at.is_(None),
-    )
-)
-_SESSION_WITH_USER_PREPARED = PreparedSelect(_SESSION_WITH_USER)
-_ACTIVE_SESSION_PREPARED = PreparedSelect(_ACTIVE_SESSION)
-
-# The compare-and-set of a rotation.
-_ROTATE = (
-    update(_sessions)
-    .where(
-        _sessions.c.id == bindparam("pk"),
-        _sessions.c.counter == bindparam("counter"),
-        _sessions.c.revoked_at.is_(None),
-    )
-    .values(
-        counter=bindparam("next_counter"),
-        rotated_at=bindparam("now"),
-        last_active_at=bindparam("now"),
-        idle_expires_at=bindparam("idle_expires_at"),
-    )
-)
-
-
-def _load(db: DbSession, public_id: str):
-    # On the session's connection and in its transaction, without Core's per-call
-    # overhead (prepared.py): a rotation starts here.
-    return _SESSION_WITH_USER_PREPARED.one_or_none(db.connection(), {"public_id": public_id})
-
-
-def _is_live(row, now: datetime) -> bool:
-    return row.revoked_at is None and row.disabled_at is None and now < row.expires_at and now < row.idle_expires_at
-
-
 def authenticate(
-    db: DbSession | Connection | Engine, access_token: str, *, policy: SessionPolicy, now: datetime
+    source: DbSession | Connection | Engine, access_token: str, *, policy: SessionPolicy, now: datetime
 ) -> SignedIn:
     """Sign a request in from its access token: verify the JWT, then check with one
-    indexed lookup that its session is still active. The check reads and never writes,
-    so `db` may also be a plain connection, or the engine itself: the fastest way, for
-    the auth hook of every request (see prepared.py).
+    indexed lookup that its session is still active. Reads only, so `source` may be an
+    ORM session, a connection, or the engine itself: the fastest way, for the auth hook
+    of every request (see `session_queries.find_active_session`).
 
-    Raises `AccessTokenExpired` (a genuine token past `exp`: try rotating),
-    `InvalidToken` (not ours), or `SessionInactive` (revoked, lapsed, user disabled).
+    Raises `tokens.AccessTokenExpired` (a genuine token past `exp`: try rotating),
+    `tokens.InvalidToken` (not ours), or `SessionInactive` (revoked, lapsed, user disabled).
     """
     claims = tokens.decode_access_token(
         access_token, keys=policy.keys, now=_epoch(now), issuer=policy.issuer, audience=policy.audience
     )
-    params = {"public_id": claims.session_id, "user_id": claims.user_id, "now": now}
-    row = _ACTIVE_SESSION_PREPARED.one_or_none(db if isinstance(db, (Engine, Connection)) else db.connection(), params)
+    row = session_queries.find_active_session(source, session_id=claims.session_id, user_id=claims.user_id, now=now)
     if row is None:
         raise SessionInactive(claims.session_id)
     return SignedIn(
@@ -421,77 +338,72 @@ def authenticate(
     )
 
 
-def _signed_in(row, public_id: str, *, last_active_at: datetime) -> SignedIn:
+def touch_session(db_session: DbSession, signed_in: SignedIn, *, now: datetime) -> bool:
+    """Move the session's last-active time, writing at most once a minute per session.
+    Returns whether it wrote; does not commit."""
+    if now - signed_in.last_active_at < LAST_ACTIVE_RESOLUTION:
+        return False
+    return session_queries.touch(db_session, pk=signed_in.session_pk, now=now, resolution=LAST_ACTIVE_RESOLUTION)
+
+
+def _signed_in(row, session_id: str, *, last_active_at: datetime) -> SignedIn:
     return SignedIn(
         user_id=row.user_id,
         email=row.email,
-        session_id=public_id,
+        session_id=session_id,
         session_pk=row.id,
         last_active_at=last_active_at,
         client_name=row.client_name,
     )
 
 
-def _advance_counter(
-    db: DbSession, row, public_id: str, *, policy: SessionPolicy, now: datetime
-) -> IssuedTokens | None:
-    """The compare-and-set from `row.counter` to the next; the new tokens, or None when a
-    parallel request moved the counter first. Commits either way."""
-    next_counter, idle_expires_at = row.counter + 1, now + timedelta(seconds=policy.refresh_ttl)
-    won = (
-        db.connection()
-        .execute(
-            _ROTATE,
-            {
-                "pk": row.id,
-                "counter": row.counter,
-                "next_counter": next_counter,
-                "now": now,
-                "idle_expires_at": idle_expires_at,
-            },
-        )
-        .rowcount
-    )
-    if won != 1:
-        db.commit()
+def _advance(db_session: DbSession, row, session_id: str, *, policy: SessionPolicy, now: datetime):
+    """The compare-and-set from `row.counter` to the next, and the new tokens; None when
+    a parallel request moved the counter first. The tokens are made before the caller
+    commits: a crash in between rolls the counter back, so no session is ever advanced
+    to a token nobody received."""
+    idle_expires_at = now + timedelta(seconds=policy.refresh_ttl)
+    if not session_queries.advance_counter(
+        db_session, pk=row.id, counter=row.counter, now=now, idle_expires_at=idle_expires_at
+    ):
         return None
-    # Issue the tokens before the commit: a crash in between rolls the counter back, so
-    # no session is ever advanced to a token nobody received.
-    issued = _tokens_for(
-        signed_in=_signed_in(row, public_id, last_active_at=now),
-        counter=next_counter,
+    return _tokens_for(
+        signed_in=_signed_in(row, session_id, last_active_at=now),
+        counter=row.counter + 1,
         idle_expires_at=idle_expires_at,
         expires_at=row.expires_at,
         persistent=row.persistent,
         now=now,
         policy=policy,
     )
-    db.commit()
-    return issued
 
 
-def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime) -> IssuedTokens:
+def rotate_refresh_token(
+    db_session: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime
+) -> IssuedTokens:
     """Exchange a refresh token for the session's next one and a new access token.
 
     Raises `RefreshRejected` for a forged, unknown, lapsed or revoked token (a forged one
-    costs no query), and `RefreshTokenReused` (after revoking the session and recording
-    an event) for a retired token outside the grace window. Commits what it writes.
+    costs no query), and `RefreshTokenReused` for a retired token outside the grace
+    window, after adding the session's revocation and an event to the unit of work: the
+    caller commits either way (a rotation, or the revocation). Writes; does not commit.
     """
     try:
-        public_id, counter = tokens.parse_refresh_token(refresh_token, keys=policy.keys)
+        session_id, counter = tokens.parse_refresh_token(refresh_token, keys=policy.keys)
     except InvalidToken:
         raise RefreshRejected("invalid refresh token") from None
 
-    row = _load(db, public_id)
+    row = session_queries.load_session_with_user(db_session, session_id)
     if row is None or not _is_live(row, now):
         raise RefreshRejected("session is not active")
 
     if counter == row.counter:
-        issued = _advance_counter(db, row, public_id, policy=policy, now=now)
+        issued = _advance(db_session, row, session_id, policy=policy, now=now)
         if issued is not None:
             return issued
-        # A parallel request rotated first: serve its result through the grace path.
-        row = _load(db, public_id)
+        # A parallel request rotated first: the compare-and-set waited for its lock, so
+        # its rotation is committed and this read sees it. Serve it through the grace path.
+        row = session_queries.load_session_with_user(db_session, session_id)
         if row is None or not _is_live(row, now):
             raise RefreshRejected("session ended during rotation")
 
@@ -505,7 +417,7 @@ def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPo
     # re-armed, so no chain of stale tokens keeps a session alive.
     if counter == row.counter - 1 and now - row.rotated_at < timedelta(seconds=policy.reuse_grace):
         return _tokens_for(
-            signed_in=_signed_in(row, public_id, last_active_at=row.last_active_at),
+            signed_in=_signed_in(row, session_id, last_active_at=row.last_active_at),
             counter=row.counter,
             idle_expires_at=row.idle_expires_at,
             expires_at=row.expires_at,
@@ -515,48 +427,53 @@ def rotate_refresh_token(db: DbSession, refresh_token: str, *, policy: SessionPo
             rotated=False,
         )
 
-    _revoke(db, session_pk=row.id, reason="reuse", now=now)
+    _revoke(db_session, session_pk=row.id, reason="reuse", now=now)
     record_event(
-        db,
+        db_session,
         user_id=row.user_id,
         kind=EventKind.REFRESH_TOKEN_REUSED,
         now=now,
         device=Device(client_name=row.client_name),
-        session_public_id=public_id,
+        session_id=session_id,
         detail=f"token {counter} presented after rotation to {row.counter}",
     )
-    db.commit()
-    raise RefreshTokenReused(public_id, row.user_id)
+    raise RefreshTokenReused(session_id, row.user_id)
 
 
-def touch_session(db: DbSession, signed_in: SignedIn, *, now: datetime) -> None:
-    """Move the session's last-active time, writing at most once a minute per session."""
-    if now - signed_in.last_active_at < LAST_ACTIVE_RESOLUTION:
-        return
-    # The condition makes parallel workers write once between them.
-    db.execute(
+def renew_session_tokens(
+    db_session: DbSession, session_id: str, *, user_id: int, policy: SessionPolicy, now: datetime
+) -> IssuedTokens:
+    """Rotate `user_id`'s active session `session_id` now and return its fresh tokens, as
+    after a password change: the session goes on, every copy of its old refresh token
+    is retired.
+
+    Raises `SessionInactive` when no active session of that user has this id. Writes;
+    does not commit.
+    """
+    # A parallel request may rotate between the read and the compare-and-set: read again.
+    for _ in range(3):
+        row = session_queries.load_session_with_user(db_session, session_id)
+        if row is None or row.user_id != user_id or not _is_live(row, now):
+            raise SessionInactive(session_id)
+        issued = _advance(db_session, row, session_id, policy=policy, now=now)
+        if issued is not None:
+            return issued
+    raise SessionInactive(session_id)
+
+
+def _revoke(db_session: DbSession, *, session_pk: int, reason: str, now: datetime) -> bool:
+    ended = db_session.execute(
         update(Session)
-        .where(Session.id == signed_in.session_pk, Session.last_active_at <= now - LAST_ACTIVE_RESOLUTION)
-        .values(last_active_at=now)
+        .where(Session.id == session_pk, Session.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+        .execution_options(synchronize_session=False)
     )
-    db.commit()
-
-
-def _revoke(db: DbSession, *, session_pk: int, reason: str, now: datetime) -> bool:
-    return (
-        db.execute(
-            update(Session)
-            .where(Session.id == session_pk, Session.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason=reason)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        == 1
-    )
+    return ended.rowcount == 1
 
 
 def revoke_session(
-    db: DbSession,
-    public_id: str,
+    db_session: DbSession,
+    session_id: str,
     *,
     user_id: int,
     now: datetime,
@@ -564,64 +481,82 @@ def revoke_session(
     event: EventKind = EventKind.SIGNED_OUT,
     device: Device = Device(),
 ) -> bool:
-    """End one session of `user_id`. Returns False (and changes nothing) when no active
-    session of that user has this id, so callers can answer 404 without saying whether
-    it exists for someone else. Commits."""
-    row = db.execute(
-        select(Session.id, Session.client_name).where(
-            Session.public_id == public_id, Session.user_id == user_id, _active(now)
-        )
+    """End one session of `user_id`, recording `event`. Returns False (and writes
+    nothing) when no active session of that user has this id, so callers can answer 404
+    without saying whether it exists for someone else. Writes; does not commit."""
+    row = db_session.execute(
+        select(Session.id).where(Session.public_id == session_id, Session.user_id == user_id, _active(now))
     ).one_or_none()
-    if row is None or not _revoke(db, session_pk=row.id, reason=reason, now=now):
-        db.rollback()
+    if row is None or not _revoke(db_session, session_pk=row.id, reason=reason, now=now):
         return False
-    record_event(db, user_id=user_id, kind=event, now=now, device=device, session_public_id=public_id)
-    db.commit()
+    record_event(db_session, user_id=user_id, kind=event, now=now, device=device, session_id=session_id)
     return True
 
 
 def revoke_other_sessions(
-    db: DbSession,
+    db_session: DbSession,
     *,
     user_id: int,
-    keep_public_id: str | None,
+    keep_session_id: str | None,
     now: datetime,
     reason: str = "signed_out_by_user",
     event: EventKind | None = EventKind.OTHER_SESSIONS_REVOKED,
     device: Device = Device(),
 ) -> int:
-    """End every active session of `user_id` except `keep_public_id` (None ends all).
-    Returns how many were ended. Records `event` when it is given. Commits."""
+    """End every active session of `user_id` except `keep_session_id` (None ends all).
+    Returns how many were ended. Records `event` when it is given. Writes; does not
+    commit."""
     # Only active sessions: lapsed ones are already over, and counting them would tell
     # the user about devices the sessions page never showed.
     condition = [Session.user_id == user_id, _active(now)]
-    if keep_public_id is not None:
-        condition.append(Session.public_id != keep_public_id)
-    ended = db.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
+    if keep_session_id is not None:
+        condition.append(Session.public_id != keep_session_id)
+    ended = db_session.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
     if event is not None:
         record_event(
-            db,
+            db_session,
             user_id=user_id,
             kind=event,
             now=now,
             device=device,
-            session_public_id=keep_public_id,
+            session_id=keep_session_id,
             detail=f"{ended} session{'s' if ended != 1 else ''} ended",
         )
-    db.commit()
     return ended
 
 
-def count_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> int:
-    return db.execute(
-        select(func.count()).select_from(Session).where(Session.user_id == user_id, _active(now))
-    ).scalar_one()
+def revoke_by_refresh_token(
+    db_session: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime, device: Device = Device()
+) -> bool:
+    """End the session a refresh token names (RFC 7009 revocation for API clients).
+
+    Any token of the session that passes the MAC check will do, the current one or an
+    older one: its holder could end the session through reuse detection anyway. Returns
+    whether a session was ended; raises nothing for a bad token, so callers can answer
+    the same way whatever was sent. Writes; does not commit.
+    """
+    try:
+        session_id, counter = tokens.parse_refresh_token(refresh_token, keys=policy.keys)
+    except InvalidToken:
+        return False
+    row = session_queries.load_session_with_user(db_session, session_id)
+    if row is None or counter > row.counter or not _is_live(row, now):
+        return False
+    return revoke_session(
+        db_session,
+        session_id,
+        user_id=row.user_id,
+        now=now,
+        reason="signed_out",
+        event=EventKind.SIGNED_OUT,
+        device=replace(device, client_name=row.client_name),
+    )
 
 
-def list_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> list[Session]:
-    """The user's active sessions, most recently active first."""
+def list_active_sessions(db_session: DbSession, *, user_id: int, now: datetime) -> list[Session]:
+    """The user's active sessions, most recently active first. Reads only."""
     return list(
-        db.execute(
+        db_session.execute(
             select(Session)
             .where(Session.user_id == user_id, _active(now))
             .order_by(Session.last_active_at.desc(), Session.id.desc())
@@ -629,43 +564,15 @@ def list_active_sessions(db: DbSession, *, user_id: int, now: datetime) -> list[
     )
 
 
-def list_security_events(db: DbSession, *, user_id: int, limit: int = 20) -> list[SecurityEvent]:
-    """The user's most recent security events, newest first."""
-    return list(
-        db.execute(
-            select(SecurityEvent)
-            .where(SecurityEvent.user_id == user_id)
-            .order_by(SecurityEvent.created_at.desc(), SecurityEvent.id.desc())
-            .limit(limit)
-        ).scalars()
-    )
-
-
-@dataclass(frozen=True)
-class SessionTimes:
-    """When one session started, was last used, and when it ends."""
-
-    session_id: str
-    created_at: datetime
-    last_active_at: datetime
-    rotated_at: datetime
-    # The session lapses here unless its refresh token is used before (REFRESH_TOKEN_TTL).
-    idle_expires_at: datetime
-    # The session ends here whatever happens (SESSION_MAX_AGE); never moves.
-    expires_at: datetime
-    persistent: bool
-
-
-def session_times(db: DbSession, public_id: str, *, user_id: int, now: datetime) -> SessionTimes:
-    """The times of `user_id`'s active session `public_id`, for a page to show when it ends.
-
-    Raises `SessionInactive` when no active session of that user has this id.
-    """
-    session = db.execute(
-        select(Session).where(Session.public_id == public_id, Session.user_id == user_id, _active(now))
+def session_times(db_session: DbSession, session_id: str, *, user_id: int, now: datetime) -> SessionTimes:
+    """The times of `user_id`'s active session `session_id`, for a page to show when it
+    ends. Raises `SessionInactive` when no active session of that user has this id.
+    Reads only."""
+    session = db_session.execute(
+        select(Session).where(Session.public_id == session_id, Session.user_id == user_id, _active(now))
     ).scalar_one_or_none()
     if session is None:
-        raise SessionInactive(public_id)
+        raise SessionInactive(session_id)
     return SessionTimes(
         session_id=session.public_id,
         created_at=session.created_at,
@@ -674,155 +581,4 @@ def session_times(db: DbSession, public_id: str, *, user_id: int, now: datetime)
         idle_expires_at=session.idle_expires_at,
         expires_at=session.expires_at,
         persistent=session.persistent,
-    )
-
-
-def renew_session_tokens(
-    db: DbSession, public_id: str, *, user_id: int, policy: SessionPolicy, now: datetime
-) -> IssuedTokens:
-    """Rotate `user_id`'s active session `public_id` now and return its fresh tokens, as
-    after a password change: the session goes on, every copy of its old refresh token
-    is retired.
-
-    Raises `SessionInactive` when no active session of that user has this id. Commits.
-    """
-    # A parallel request may rotate between the read and the compare-and-set: read again.
-    for _ in range(3):
-        row = _load(db, public_id)
-        if row is None or row.user_id != user_id or not _is_live(row, now):
-            raise SessionInactive(public_id)
-        issued = _advance_counter(db, row, public_id, policy=policy, now=now)
-        if issued is not None:
-            return issued
-    raise SessionInactive(public_id)
-
-
-def record_sign_in_rate_limited(
-    db: DbSession,
-    *,
-    user_id: int,
-    now: datetime,
-    device: Device = Device(),
-    detail: str | None = None,
-    quiet_period: timedelta = timedelta(minutes=15),
-) -> bool:
-    """Record that sign-in to `user_id` was refused for too many attempts, unless such an
-    event was recorded within `quiet_period`: an attacker hammering a locked account
-    must not be able to flood its activity list (or the table). Returns whether an
-    event was recorded. Commits."""
-    recent = db.execute(
-        select(SecurityEvent.id)
-        .where(
-            SecurityEvent.user_id == user_id,
-            SecurityEvent.kind == str(EventKind.SIGN_IN_RATE_LIMITED),
-            SecurityEvent.created_at > now - quiet_period,
-        )
-        .limit(1)
-    ).first()
-    if recent is not None:
-        return False
-    record_event(db, user_id=user_id, kind=EventKind.SIGN_IN_RATE_LIMITED, now=now, device=device, detail=detail)
-    db.commit()
-    return True
-
-
-PRUNE_BATCH_SIZE = 5_000
-
-
-def _delete_in_batches(db: DbSession, model, condition, *, batch_size: int, max_batches: int | None) -> int:
-    # Each DELETE takes at most `batch_size` rows found through an index and commits, so
-    # a table of millions of rows is never locked for long and sign-ins go on meanwhile.
-    removed, batches = 0, 0
-    while max_batches is None or batches < max_batches:
-        batch = select(model.id).where(condition).limit(batch_size)
-        deleted = db.execute(
-            delete(model).where(model.id.in_(batch.scalar_subquery())).execution_options(synchronize_session=False)
-        ).rowcount
-        db.commit()
-        removed += deleted
-        batches += 1
-        if deleted < batch_size:
-            break
-    return removed
-
-
-def prune_sessions(
-    db: DbSession,
-    *,
-    now: datetime,
-    older_than: timedelta,
-    batch_size: int = PRUNE_BATCH_SIZE,
-    max_batches: int | None = None,
-) -> int:
-    """Delete sessions that were revoked, went idle, or reached their absolute end more
-    than `older_than` before `now`; active sessions are never touched. Works in batches
-    of `batch_size` rows (at most `max_batches` per condition, None for all), committing
-    after each. Returns how many rows were deleted. Raises nothing of its own."""
-    cutoff = now - older_than
-    return sum(
-        _delete_in_batches(db, Session, column < cutoff, batch_size=batch_size, max_batches=max_batches)
-        # One condition at a time, each a range scan of its own index.
-        for column in (Session.revoked_at, Session.idle_expires_at, Session.expires_at)
-    )
-
-
-def prune_security_events(
-    db: DbSession,
-    *,
-    now: datetime,
-    older_than: timedelta,
-    batch_size: int = PRUNE_BATCH_SIZE,
-    max_batches: int | None = None,
-) -> int:
-    """Delete security events recorded more than `older_than` before `now`, in batches as
-    `prune_sessions` does. Returns how many rows were deleted. Raises nothing of its own."""
-    return _delete_in_batches(
-        db, SecurityEvent, SecurityEvent.created_at < now - older_than, batch_size=batch_size, max_batches=max_batches
-    )
-
-
-class PruneSchedule:
-    """Decides when opportunistic pruning is due: at most once per `interval` in this
-    process, so small deployments that forget the cron job still stay tidy without
-    every sign-in paying for a DELETE. Thread-safe; takes `now` like the engine does."""
-
-    def __init__(self, interval: timedelta):
-        self.interval = interval
-        self._next_due: datetime | None = None
-        self._lock = threading.Lock()
-
-    def claim(self, now: datetime) -> bool:
-        """True for exactly one caller per interval; that caller should prune now."""
-        with self._lock:
-            if self._next_due is not None and now < self._next_due:
-                return False
-            self._next_due = now + self.interval
-            return True
-
-
-def revoke_by_refresh_token(
-    db: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime, device: Device = Device()
-) -> bool:
-    """End the session a refresh token names (RFC 7009 revocation for API clients).
-
-    Any token of the session that passes the MAC check will do, the current one or an
-    older one: its holder could end the session through reuse detection anyway. Returns
-    whether a session was ended; raises nothing for a bad token, so callers can answer
-    the same way whatever was sent. Commits.
-    """
-    try:
-        public_id, counter = tokens.parse_refresh_token(refresh_token, keys=policy.keys)
-    except InvalidToken:
-        return False
-    row = _load(db, public_id)
-    if row is None or counter > row.counter or not _is_live(row, now):
-        return False
-    return revoke_session(
-        db,
-        public_id,
-        user_id=row.user_id,
-        now=now,
-        reason="signed_out",
-        event=EventKind.SIGNED_OUT,
-        device=replace(device, client_name=row.client_name),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sessions import EventKind
+from ..security_events import EventKind
 
 EVENT_LABELS: dict[EventKind, str] = {
     EventKind.SIGNED_IN: "Signed in",

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 
 from .. import accounts, sessions
-from ..auth import cookies
 from ..auth.hooks import current_device, current_policy, current_time, login_required
 from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
+from ..auth.request_auth import current_auth
 from ..auth.views import signed_out_response
+from ..database import unit_of_work
 from ..devices import device_words, exact_time, relative_time
 from ..extensions import db
-from ..sessions import EventKind
+from ..security_events import EventKind, list_security_events
 from .events import event_label, is_alarming
 from .forms import PasswordChangeForm
 
@@ -59,13 +60,13 @@ class EventRow:
 @bp.get("")
 @login_required
 def profile():
-    return render_template("account/profile.html", signed_in=g.signed_in)
+    return render_template("account/profile.html")
 
 
 @bp.get("/sessions", endpoint="sessions")
 @login_required
 def session_list():
-    me, now = g.signed_in, current_time()
+    me, now = current_auth().signed_in, current_time()
     rows = [
         DeviceRow(
             session_id=session.public_id,
@@ -88,7 +89,7 @@ def session_list():
             ip_address=event.ip_address,
             detail=event.detail,
         )
-        for event in sessions.list_security_events(db.session, user_id=me.user_id, limit=SECURITY_EVENTS_SHOWN)
+        for event in list_security_events(db.session, user_id=me.user_id, limit=SECURITY_EVENTS_SHOWN)
     ]
     return render_template(
         "account/sessions.html",
@@ -101,17 +102,18 @@ def session_list():
 @bp.post("/sessions/<session_id>/revoke")
 @login_required
 def revoke(session_id: str):
-    me = g.signed_in
+    me = current_auth().signed_in
     current = session_id == me.session_id
-    ended = sessions.revoke_session(
-        db.session,
-        session_id,
-        user_id=me.user_id,
-        now=current_time(),
-        reason="signed_out" if current else "revoked_by_user",
-        event=EventKind.SIGNED_OUT if current else EventKind.SESSION_REVOKED,
-        device=current_device(),
-    )
+    with unit_of_work(db.session):
+        ended = sessions.revoke_session(
+            db.session,
+            session_id,
+            user_id=me.user_id,
+            now=current_time(),
+            reason="signed_out" if current else "revoked_by_user",
+            event=EventKind.SIGNED_OUT if current else EventKind.SESSION_REVOKED,
+            device=current_device(),
+        )
     if not ended:
         # The same answer whether the session is someone else's, ended, or never existed.
         abort(404)
@@ -124,10 +126,11 @@ def revoke(session_id: str):
 @bp.post("/sessions/revoke-others")
 @login_required
 def revoke_others():
-    me = g.signed_in
-    ended = sessions.revoke_other_sessions(
-        db.session, user_id=me.user_id, keep_public_id=me.session_id, now=current_time(), device=current_device()
-    )
+    me = current_auth().signed_in
+    with unit_of_work(db.session):
+        ended = sessions.revoke_other_sessions(
+            db.session, user_id=me.user_id, keep_session_id=me.session_id, now=current_time(), device=current_device()
+        )
     if ended:
         flash(f"Signed out {ended} other device{'s' if ended != 1 else ''}.", "success")
     else:
@@ -141,19 +144,22 @@ def revoke_others():
 def password():
     form = PasswordChangeForm()
     if form.validate_on_submit():
-        me = g.signed_in
+        me = current_auth().signed_in
         try:
-            issued = accounts.change_password(
-                db.session,
-                user_id=me.user_id,
-                session_id=me.session_id,
-                current_password=form.current_password.data,
-                new_password=form.new_password.data,
-                rounds=current_app.config["BCRYPT_ROUNDS"],
-                policy=current_policy(),
-                now=current_time(),
-                device=current_device(),
-            )
+            # The new password, its event, the end of every other session and this
+            # session's fresh tokens: one transaction.
+            with unit_of_work(db.session):
+                issued = accounts.change_password(
+                    db.session,
+                    user_id=me.user_id,
+                    session_id=me.session_id,
+                    current_password=form.current_password.data,
+                    new_password=form.new_password.data,
+                    rounds=current_app.config["BCRYPT_ROUNDS"],
+                    policy=current_policy(),
+                    now=current_time(),
+                    device=current_device(),
+                )
         except accounts.WrongPassword:
             # Guessing through a hijacked session counts against the sign-in limits.
             note_failed_sign_in()
@@ -161,8 +167,7 @@ def password():
         except sessions.SessionInactive:
             return signed_out_response("Your session has ended. Please sign in again.")
         else:
-            g.signed_in = issued.signed_in
-            cookies.schedule_set(issued)
+            current_auth().sign_in(issued)
             flash("Your password has been changed and every other device has been signed out.", "success")
             return redirect(url_for("account.sessions"))
     return render_template("account/password.html", form=form)

@@ -13,12 +13,13 @@ from flask import Blueprint, current_app, jsonify, request
 from .. import accounts, sessions
 from ..auth.hooks import current_device, current_policy, current_time
 from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
-from ..extensions import csrf, db
+from ..database import unit_of_work
+from ..extensions import db
 from ..passwords import MAX_LENGTH
 from ..sessions import IssuedTokens
 
+# No CSRF check here (auth/csrf.py): these endpoints read credentials from the body only.
 bp = Blueprint("api_tokens", __name__, url_prefix="/api/auth")
-csrf.exempt(bp)
 
 MAX_CLIENT_NAME = 100
 DEFAULT_CLIENT_NAME = "API client"
@@ -93,25 +94,30 @@ def token():
     if user is None:
         note_failed_sign_in()
         return invalid_grant("Incorrect email or password.")
-    issued = sessions.start_session(
-        db.session,
-        user,
-        policy=current_policy(),
-        now=current_time(),
-        device=current_device(client_name=client_name),
-        persistent=True,
-    )
+    with unit_of_work(db.session):
+        issued = sessions.start_session(
+            db.session,
+            user,
+            policy=current_policy(),
+            now=current_time(),
+            device=current_device(client_name=client_name),
+            persistent=True,
+        )
     return token_response(issued)
 
 
 @bp.post("/refresh")
 def refresh():
     body = json_body("refresh_token")
-    try:
-        issued = sessions.rotate_refresh_token(
-            db.session, body["refresh_token"], policy=current_policy(), now=current_time()
-        )
-    except sessions.RefreshRejected:
+    with unit_of_work(db.session):
+        try:
+            issued = sessions.rotate_refresh_token(
+                db.session, body["refresh_token"], policy=current_policy(), now=current_time()
+            )
+        except sessions.RefreshRejected:
+            # Inside the unit of work: a reused token's revocation is committed with it.
+            issued = None
+    if issued is None:
         return invalid_grant("The refresh token is invalid, expired or revoked. Sign in again.")
     return token_response(issued)
 
@@ -120,7 +126,8 @@ def refresh():
 def revoke():
     body = json_body("refresh_token")
     # RFC 7009: the answer is the same whether or not the token was valid.
-    sessions.revoke_by_refresh_token(
-        db.session, body["refresh_token"], policy=current_policy(), now=current_time(), device=current_device()
-    )
+    with unit_of_work(db.session):
+        sessions.revoke_by_refresh_token(
+            db.session, body["refresh_token"], policy=current_policy(), now=current_time(), device=current_device()
+        )
     return no_store(jsonify(revoked=True))

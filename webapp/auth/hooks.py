@@ -3,7 +3,7 @@
 A valid access token whose session is still active signs the request in (one JWT check,
 one indexed lookup). Otherwise, with a refresh cookie, the request is rotated silently so
 an active user never meets the login page mid-work. Everything below calls one engine
-function and turns its answer into `g.signed_in` and a cookie decision.
+function and records its answer in the request's `RequestAuth` (`g.auth`).
 
 Non-browser clients send `Authorization: Bearer <access token>` to /api/. Such a request
 is judged by that header alone: its cookies are neither read nor written, there is no
@@ -17,13 +17,17 @@ from datetime import datetime
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, g, jsonify, redirect, request, url_for
+from flask import current_app, flash, redirect, request, url_for
 
 from .. import sessions
-from ..extensions import csrf, db
-from ..sessions import Device, IssuedTokens, SessionPolicy
+from ..database import unit_of_work
+from ..devices import Device
+from ..errors import error_response, wants_json
+from ..extensions import db
+from ..sessions import IssuedTokens, SessionPolicy, SignedIn
 from ..tokens import InvalidToken
 from . import cookies
+from .request_auth import BearerError, RequestAuth, current_auth, is_bearer_request, is_token_endpoint
 
 SESSION_EXPIRED_MESSAGE = "Your session has expired. Please sign in again."
 
@@ -45,60 +49,39 @@ def current_device(client_name: str | None = None) -> Device:
     )
 
 
-def is_bearer_request() -> bool:
-    # Only the Bearer scheme: a proxy's Basic auth in front of the app must not turn
-    # browser requests into token requests.
-    scheme = request.headers.get("Authorization", "").split(" ", 1)[0]
-    return scheme.lower() == "bearer" and request.path.startswith("/api/")
-
-
-def is_token_endpoint() -> bool:
-    """The JSON sign-in, refresh and revoke endpoints take credentials from the body only."""
-    return request.path.startswith("/api/auth/")
-
-
-def protect_from_csrf() -> None:
-    """Flask-WTF's check, except for requests that carry no cookie credential at all."""
-    if not current_app.config["WTF_CSRF_ENABLED"] or is_bearer_request():
-        return
-    csrf.protect(apply_exemptions=True)
-
-
 def authenticate_request() -> None:
-    """Before every request: set `g.signed_in` from a bearer token or from the cookies."""
-    g.signed_in = None
-    g.issued_tokens = None
-    g.refresh_rejected = False
-    g.bearer_error = None
+    """Before every request: sign it in from a bearer token or from the cookies."""
+    auth = current_auth()
     if request.endpoint == "static" or is_token_endpoint():
         return
     if is_bearer_request():
-        sign_in_from_bearer_token(request.headers["Authorization"])
+        sign_in_from_bearer_token(auth, request.headers["Authorization"])
     else:
-        sign_in_from_cookies()
+        sign_in_from_cookies(auth)
 
 
-def sign_in_from_bearer_token(authorization: str) -> None:
+def sign_in_from_bearer_token(auth: RequestAuth, authorization: str) -> None:
     token = authorization.partition(" ")[2].strip()
     if not token:
-        g.bearer_error = "invalid_request"
+        auth.bearer_refused(BearerError.INVALID_REQUEST)
         return
     try:
-        g.signed_in = sign_in_with_access_token(token, policy=current_policy(), now=current_time())
+        auth.authenticated(sign_in_with_access_token(token, policy=current_policy(), now=current_time()))
     except (InvalidToken, sessions.SignedOut):
-        g.bearer_error = "invalid_token"
+        auth.bearer_refused(BearerError.INVALID_TOKEN)
 
 
-def sign_in_with_access_token(token: str, *, policy: SessionPolicy, now: datetime) -> sessions.SignedIn:
+def sign_in_with_access_token(token: str, *, policy: SessionPolicy, now: datetime) -> SignedIn:
     """The engine's check of an access token, then the throttled last-active write."""
     # The engine, not the ORM session: this read runs on every signed-in request, and
-    # given the engine the check runs straight on a pooled connection (prepared.py).
+    # given the engine the check runs straight on a pooled connection (dbapi_select.py).
     signed_in = sessions.authenticate(db.engine, token, policy=policy, now=now)
-    sessions.touch_session(db.session, signed_in, now=now)
+    if sessions.touch_session(db.session, signed_in, now=now):
+        db.session.commit()
     return signed_in
 
 
-def sign_in_from_cookies() -> None:
+def sign_in_from_cookies(auth: RequestAuth) -> None:
     """Sign in from the access cookie, or rotate from the refresh cookie if needed."""
     access_token = request.cookies.get(cookies.access_cookie_name())
     refresh_token = request.cookies.get(cookies.refresh_cookie_name())
@@ -108,52 +91,54 @@ def sign_in_from_cookies() -> None:
 
     if access_token:
         try:
-            g.signed_in = sign_in_with_access_token(access_token, policy=policy, now=now)
+            auth.authenticated(sign_in_with_access_token(access_token, policy=policy, now=now))
             return
         except (InvalidToken, sessions.SignedOut):
             pass  # expired, foreign or revoked: the refresh token decides
 
     if not refresh_token:
-        cookies.schedule_clear()
+        auth.sign_out()
         return
-    rotate_from_cookie(refresh_token, policy=policy, now=now)
+    rotate_from_cookie(auth, refresh_token, policy=policy, now=now)
 
 
-def rotate_from_cookie(refresh_token: str, *, policy: SessionPolicy, now: datetime) -> IssuedTokens | None:
-    try:
-        issued = sessions.rotate_refresh_token(db.session, refresh_token, policy=policy, now=now)
-    except sessions.RefreshRejected:
-        g.signed_in = None
-        g.refresh_rejected = True
-        cookies.schedule_clear()
+def rotate_from_cookie(
+    auth: RequestAuth, refresh_token: str, *, policy: SessionPolicy, now: datetime
+) -> IssuedTokens | None:
+    """Rotate the browser's refresh token: signed in with new tokens, or signed out."""
+    with unit_of_work(db.session):
+        try:
+            issued = sessions.rotate_refresh_token(db.session, refresh_token, policy=policy, now=now)
+        except sessions.RefreshRejected:
+            # Caught inside the unit of work: a reused token's revocation and its event
+            # are committed with it.
+            issued = None
+    if issued is None:
+        auth.sign_out(refresh_rejected=True)
         return None
-    g.signed_in = issued.signed_in
-    g.issued_tokens = issued
-    cookies.schedule_set(issued)
+    auth.sign_in(issued)
     return issued
 
 
-def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.blueprint == "api"
-
-
 def login_required(view):
-    """Let signed-in requests through; send others to sign in (pages) or 401 (API)."""
+    """Let signed-in requests through; send others to sign in (pages) or 401 (JSON)."""
 
     @wraps(view)
     def wrapped(*args, **kwargs):
-        if g.get("signed_in") is None:
-            if g.get("bearer_error"):
-                response = jsonify(error=g.bearer_error, message="The access token is invalid or has expired.")
-                response.headers["WWW-Authenticate"] = f'Bearer error="{g.bearer_error}"'
-                return response, 401
-            if wants_json():
-                error = "session_expired" if g.get("refresh_rejected") else "not_signed_in"
-                return jsonify(error=error), 401
-            if g.get("refresh_rejected"):
-                flash(SESSION_EXPIRED_MESSAGE, "warning")
-            return redirect(url_for("auth.login", next=request_path_with_query()))
-        return view(*args, **kwargs)
+        auth = current_auth()
+        if auth.signed_in is not None:
+            return view(*args, **kwargs)
+        if auth.bearer_error is not None:
+            response = error_response(401, "The access token is invalid or has expired.", code=auth.bearer_error)
+            response.headers["WWW-Authenticate"] = f'Bearer error="{auth.bearer_error}"'
+            return response
+        if wants_json():
+            if auth.refresh_rejected:
+                return error_response(401, SESSION_EXPIRED_MESSAGE, code="session_expired")
+            return error_response(401, "Sign in first.", code="not_signed_in")
+        if auth.refresh_rejected:
+            flash(SESSION_EXPIRED_MESSAGE, "warning")
+        return redirect(url_for("auth.login", next=request_path_with_query()))
 
     return wrapped
 

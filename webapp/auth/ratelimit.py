@@ -27,15 +27,18 @@ import hashlib
 import logging
 from datetime import timedelta
 
-from flask import current_app, g, has_app_context, request
+from flask import Flask, current_app, has_app_context, request
 from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
 
-from .. import accounts, sessions
+from .. import accounts
+from ..database import unit_of_work
 from ..extensions import db, limiter
+from ..security_events import record_sign_in_rate_limited
 from .hooks import current_device, current_time
+from .request_auth import current_auth
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +87,24 @@ def is_storage_outage(record: logging.LogRecord) -> bool:
     return not isinstance(limiter.storage, MemoryStorage) and isinstance(error, limiter.storage.base_exceptions)
 
 
-logging.getLogger("flask-limiter").addFilter(StorageOutageLog())
+_storage_outage_log = StorageOutageLog()
+
+
+def init_app(app: Flask) -> None:
+    """The limiter's place in the request pipeline (see `auth.init_app`): its check
+    before the view, and after it the refund of attempts that did not fail."""
+    app.after_request(refund_attempt_that_did_not_fail)
+    limiter.init_app(app)
+    # Adding the same filter object twice is a no-op: one per process, however many apps.
+    logging.getLogger("flask-limiter").addFilter(_storage_outage_log)
+
 
 TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts. Please wait a few minutes and try again."
-
-_FAILED = "sign_in_failed"
 
 
 def note_failed_sign_in() -> None:
     """Mark this request as a failed credential check, so it counts against the limits."""
-    g.setdefault(_FAILED, True)
+    current_auth().sign_in_failed = True
 
 
 _SCOPES = ("sign-in-account", "sign-in-ip")
@@ -102,7 +113,7 @@ _SCOPES = ("sign-in-account", "sign-in-ip")
 def refund_attempt_that_did_not_fail(response):
     """After every request: give back the places a sign-in attempt took in the budgets,
     unless it was marked as failed (a success, a form error, a refusal: none counts)."""
-    if g.get(_FAILED):
+    if current_auth().sign_in_failed:
         return response
     for request_limit in limiter.current_limits:
         if not set(_SCOPES) & set(request_limit.request_args):
@@ -118,8 +129,9 @@ def refund_attempt_that_did_not_fail(response):
 def submitted_email() -> str:
     """The email of this sign-in attempt, normalised, from a form or a JSON body; for a
     signed-in user confirming their password, their own email."""
-    if g.get("signed_in") is not None:
-        return g.signed_in.email
+    signed_in = current_auth().signed_in
+    if signed_in is not None:
+        return signed_in.email
     email = request.form.get("email")
     if email is None:
         body = request.get_json(silent=True)
@@ -140,17 +152,18 @@ def ip_key() -> str:
 
 def record_rate_limited(request_limit: RequestLimit) -> None:
     """On a breach: a security event for the account that was tried, if it exists."""
-    user = accounts.find_user(db.session, submitted_email())
-    if user is None:
-        return
     which = "this account" if "account:" in request_limit.key else "this address"
-    sessions.record_sign_in_rate_limited(
-        db.session,
-        user_id=user.id,
-        now=current_time(),
-        device=current_device(),
-        detail=f"too many failed attempts for {which}",
-    )
+    with unit_of_work(db.session):
+        user = accounts.find_user(db.session, submitted_email())
+        if user is None:
+            return
+        record_sign_in_rate_limited(
+            db.session,
+            user_id=user.id,
+            now=current_time(),
+            device=current_device(),
+            detail=f"too many failed attempts for {which}",
+        )
 
 
 def _per_account() -> str:

@@ -1,5 +1,5 @@
 """The auth hook's fast path: `authenticate` given the engine runs its liveness check
-straight on a pooled DB-API connection (webapp/prepared.py). It must answer exactly as
+straight on a pooled DB-API connection (webapp/dbapi_select.py). It must answer exactly as
 the SQLAlchemy path does, and fail the way the app knows how to handle."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 
 from webapp import accounts, sessions, tokens
+from webapp.database import unit_of_work
+from webapp.dbapi_select import DBAPISelect
+from webapp.devices import Device
 from webapp.extensions import db
 from webapp.models import Session
-from webapp.prepared import PreparedSelect
-from webapp.sessions import Device, SessionInactive
+from webapp.session_queries import ACTIVE_SESSION
+from webapp.sessions import SessionInactive
 
 from . import postgres
 from .conftest import PASSWORD, make_app
@@ -24,8 +27,9 @@ from .conftest import PASSWORD, make_app
 
 @pytest.fixture
 def issued(ctx, policy, clock):
-    user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
-    return sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "127.0.0.1"))
+    with unit_of_work(db.session):
+        user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
+        return sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "127.0.0.1"))
 
 
 def check_both_ways(token, policy, now):
@@ -35,7 +39,7 @@ def check_both_ways(token, policy, now):
         token, keys=policy.keys, now=int(now.timestamp()), issuer=policy.issuer, audience=policy.audience
     )
     params = {"public_id": claims.session_id, "user_id": claims.user_id, "now": now}
-    by_core = db.session.connection().execute(sessions._ACTIVE_SESSION, params).one_or_none()
+    by_core = db.session.connection().execute(ACTIVE_SESSION, params).one_or_none()
     db.session.rollback()
     try:
         signed_in = sessions.authenticate(db.engine, token, policy=policy, now=now)
@@ -113,6 +117,7 @@ def test_a_connection_killed_under_the_pool_fails_once_then_is_replaced(migrated
         policy = app.extensions["session_policy"]
         user = accounts.create_user(db.session, "alice@example.com", PASSWORD, rounds=4, now=clock())
         issued = sessions.start_session(db.session, user, policy=policy, now=clock(), device=Device("UA", "1.2.3.4"))
+        db.session.commit()
         db.engine.dispose()
     # No checkout ping: the dead connection is handed out, as happens between a server
     # restart and the pool noticing.
@@ -154,7 +159,7 @@ def test_a_query_interrupted_midway_never_goes_back_to_the_pool(tmp_path):
         return opened[-1]
 
     engine = create_engine("sqlite://", creator=connect, poolclass=QueuePool)
-    lookup = PreparedSelect(select(literal_column("1").label("one")))
+    lookup = DBAPISelect(select(literal_column("1").label("one")))
     try:
         assert lookup.one_or_none(engine, {}) == (1,) and len(opened) == 1
         interrupt.append(True)

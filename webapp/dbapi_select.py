@@ -1,4 +1,6 @@
-"""SELECTs that run on every signed-in request, without SQLAlchemy's per-query overhead.
+"""A SELECT compiled by SQLAlchemy and run straight on the DB-API connection.
+
+Nothing is prepared on the database server: the name says where the query runs.
 
 Checking that an access token's session is still active is one indexed lookup. Through
 SQLAlchemy Core (`Connection.execute`, then `Result`) it costs about 115 µs, against
@@ -7,7 +9,7 @@ the query (a Connection object, an execution context, result metadata). On a pag
 costs under a millisecond, that alone broke the budget of 10% for everything the auth
 hook does (bench/results.md). The rotation's read of its session row goes the same way.
 
-`PreparedSelect` keeps SQLAlchemy for what it is good at: the statement is written and
+`DBAPISelect` keeps SQLAlchemy for what it is good at: the statement is written and
 compiled by SQLAlchemy, once per dialect; values pass through each column type's own
 bind and result processors (so `UTCDateTime` behaves exactly as in the ORM); the
 connection comes from the engine's pool, with its connect-time settings, checkout ping
@@ -30,8 +32,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 
-class PreparedSelect:
-    """`statement`, compiled on first use for each dialect, returning at most one row."""
+class DBAPISelect:
+    """`statement`, compiled by SQLAlchemy on first use for each dialect and run on the
+    DB-API connection itself, returning at most one row."""
 
     def __init__(self, statement: Select):
         self.statement = statement
@@ -84,7 +87,7 @@ class PreparedSelect:
         if not rows:
             return None
         if len(rows) > 1:
-            raise LookupError("PreparedSelect.one_or_none found more than one row")
+            raise LookupError("DBAPISelect.one_or_none found more than one row")
         return self.Row._make(map(_apply, result_processors, rows[0]))
 
     # Bounded: a process has one engine, a test run a few dialects and many engines.

@@ -1,0 +1,51 @@
+"""CSRF: the whole policy in one place.
+
+Flask-WTF checks the token of every form and of every script's `X-CSRFToken` header,
+except on requests that carry no ambient credential to forge one with: bearer requests
+and the JSON token endpoints read no cookie. The token is bound to Flask's own session
+cookie and renewed at every sign-in.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g
+from flask import session as flask_session
+
+from ..extensions import csrf
+from .request_auth import is_bearer_request, is_token_endpoint
+
+
+def init_app(app: Flask) -> None:
+    app.config.update(
+        # Checked by `protect_from_csrf` in the request pipeline, not by Flask-WTF's own
+        # hook, which would run before we know whether a request is a bearer request.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        # No timer: the token lives as long as the Flask session (renewed at sign-in), so
+        # a sessions page left open all day still works.
+        WTF_CSRF_TIME_LIMIT=None,
+        # Flask-WTF signs with SECRET_KEY alone; itsdangerous takes a list, oldest first,
+        # signing with the last: a page opened before a secret rotation keeps working.
+        WTF_CSRF_SECRET_KEY=[*app.config["SECRET_KEY_FALLBACKS"], app.config["SECRET_KEY"]],
+    )
+    csrf.init_app(app)
+
+
+def is_exempt() -> bool:
+    """Requests that read no cookie credential cannot be forged with one."""
+    return is_bearer_request() or is_token_endpoint()
+
+
+def protect_from_csrf() -> None:
+    """Before every request: Flask-WTF's check (400 on failure), unless exempt."""
+    if not current_app.config["WTF_CSRF_ENABLED"] or is_exempt():
+        return
+    # With exemptions applied Flask-WTF also skips requests that match no route: a POST
+    # to a page that does not exist is a 404, not a CSRF failure.
+    csrf.protect(apply_exemptions=True)
+
+
+def renew_csrf_secret() -> None:
+    """A new CSRF secret at every sign-in, as Django's `cycle_key` does: a token planted
+    in the browser before sign-in is worthless after it."""
+    flask_session.pop("csrf_token", None)
+    g.pop("csrf_token", None)

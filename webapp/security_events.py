@@ -1,0 +1,99 @@
+"""The security-event log: what a user should be able to see happened to their account.
+
+Plain Python over the database, like the session engine. Every function here adds to
+the caller's unit of work and never commits.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from .devices import Device
+from .models import SecurityEvent
+
+__all__ = ["EventKind", "list_security_events", "record_event", "record_sign_in_rate_limited"]
+
+
+class EventKind(enum.StrEnum):
+    SIGNED_IN = "signed_in"
+    SIGNED_OUT = "signed_out"
+    SESSION_REVOKED = "session_revoked"
+    OTHER_SESSIONS_REVOKED = "other_sessions_revoked"
+    PASSWORD_CHANGED = "password_changed"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"
+    SIGN_IN_RATE_LIMITED = "sign_in_rate_limited"
+    SESSION_LIMIT_REACHED = "session_limit_reached"
+    ACCOUNT_DISABLED = "account_disabled"
+    ACCOUNT_ENABLED = "account_enabled"
+    ALL_SESSIONS_REVOKED = "all_sessions_revoked"
+
+
+def record_event(
+    db_session: DbSession,
+    *,
+    user_id: int,
+    kind: EventKind,
+    now: datetime,
+    device: Device = Device(),
+    session_id: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Add a security event of `user_id` (about the session `session_id`, if any) to the
+    unit of work. Writes; does not commit."""
+    db_session.add(
+        SecurityEvent(
+            user_id=user_id,
+            kind=str(kind),
+            created_at=now,
+            session_public_id=session_id,
+            ip_address=device.ip_address[:64],
+            user_agent=device.user_agent[:512],
+            client_name=device.client_name,
+            detail=detail,
+        )
+    )
+
+
+def list_security_events(db_session: DbSession, *, user_id: int, limit: int = 20) -> list[SecurityEvent]:
+    """The user's most recent security events, newest first. Reads only."""
+    return list(
+        db_session.execute(
+            select(SecurityEvent)
+            .where(SecurityEvent.user_id == user_id)
+            .order_by(SecurityEvent.created_at.desc(), SecurityEvent.id.desc())
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def record_sign_in_rate_limited(
+    db_session: DbSession,
+    *,
+    user_id: int,
+    now: datetime,
+    device: Device = Device(),
+    detail: str | None = None,
+    quiet_period: timedelta = timedelta(minutes=15),
+) -> bool:
+    """Record that sign-in to `user_id` was refused for too many attempts, unless such an
+    event was recorded within `quiet_period`: an attacker hammering a locked account
+    must not be able to flood its activity list (or the table). Returns whether an
+    event was added. Writes; does not commit."""
+    recent = db_session.execute(
+        select(SecurityEvent.id)
+        .where(
+            SecurityEvent.user_id == user_id,
+            SecurityEvent.kind == str(EventKind.SIGN_IN_RATE_LIMITED),
+            SecurityEvent.created_at > now - quiet_period,
+        )
+        .limit(1)
+    ).first()
+    if recent is not None:
+        return False
+    kind = EventKind.SIGN_IN_RATE_LIMITED
+    record_event(db_session, user_id=user_id, kind=kind, now=now, device=device, detail=detail)
+    return True

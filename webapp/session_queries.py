@@ -1,0 +1,113 @@
+"""The SQL that runs on every signed-in request and every rotation, built once.
+
+Each request's liveness check and the read that starts a rotation run through
+`DBAPISelect`: on every request, even Core's per-call machinery costs several times the
+indexed lookup itself (`make bench` measures it). The two writes are Core statements
+on the table, compiled once and cached by SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy.orm import Session as DbSession
+
+from .dbapi_select import DBAPISelect
+from .models import Session, User
+
+sessions_table, users_table = Session.__table__, User.__table__
+
+# A session row and its user's email and status, by public id: where a rotation starts.
+SESSION_WITH_USER = (
+    select(
+        sessions_table.c.id,
+        sessions_table.c.user_id,
+        sessions_table.c.counter,
+        sessions_table.c.rotated_at,
+        sessions_table.c.last_active_at,
+        sessions_table.c.expires_at,
+        sessions_table.c.idle_expires_at,
+        sessions_table.c.revoked_at,
+        sessions_table.c.persistent,
+        sessions_table.c.client_name,
+        users_table.c.email,
+        users_table.c.disabled_at,
+    )
+    .join(users_table, users_table.c.id == sessions_table.c.user_id)
+    .where(sessions_table.c.public_id == bindparam("public_id"))
+)
+
+# The per-request check: is this session of this user still active? The conditions are
+# in SQL so that only the one timestamp the caller needs comes back to be converted.
+ACTIVE_SESSION = (
+    select(sessions_table.c.id, sessions_table.c.last_active_at, sessions_table.c.client_name, users_table.c.email)
+    .join(users_table, users_table.c.id == sessions_table.c.user_id)
+    .where(
+        sessions_table.c.public_id == bindparam("public_id"),
+        sessions_table.c.user_id == bindparam("user_id"),
+        sessions_table.c.revoked_at.is_(None),
+        sessions_table.c.expires_at > bindparam("now"),
+        sessions_table.c.idle_expires_at > bindparam("now"),
+        users_table.c.disabled_at.is_(None),
+    )
+)
+
+# The compare-and-set of a rotation: it wins only if the counter is still the one read.
+ADVANCE_COUNTER = (
+    update(sessions_table)
+    .where(
+        sessions_table.c.id == bindparam("pk"),
+        sessions_table.c.counter == bindparam("counter"),
+        sessions_table.c.revoked_at.is_(None),
+    )
+    .values(
+        counter=bindparam("next_counter"),
+        rotated_at=bindparam("now"),
+        last_active_at=bindparam("now"),
+        idle_expires_at=bindparam("idle_expires_at"),
+    )
+)
+
+# The condition makes parallel requests of one session write once between them.
+TOUCH = (
+    update(sessions_table)
+    .where(sessions_table.c.id == bindparam("pk"), sessions_table.c.last_active_at <= bindparam("not_since"))
+    .values(last_active_at=bindparam("now"))
+)
+
+_session_with_user = DBAPISelect(SESSION_WITH_USER)
+_active_session = DBAPISelect(ACTIVE_SESSION)
+
+
+def find_active_session(source: DbSession | Connection | Engine, *, session_id: str, user_id: int, now: datetime):
+    """The row of `ACTIVE_SESSION` (pk, last_active_at, client_name, email) for the
+    active session `session_id` of `user_id`, or None. Given the engine, it runs on a
+    connection checked out of the pool for this query alone: the fastest way, for the
+    auth hook of every request. Reads only."""
+    if not isinstance(source, (Engine, Connection)):
+        source = source.connection()  # an ORM session, or Flask-SQLAlchemy's scoped one
+    return _active_session.one_or_none(source, {"public_id": session_id, "user_id": user_id, "now": now})
+
+
+def load_session_with_user(db_session: DbSession, session_id: str):
+    """The row of `SESSION_WITH_USER` for `session_id` (live or not), or None, read on
+    the ORM session's connection and in its transaction. Reads only."""
+    return _session_with_user.one_or_none(db_session.connection(), {"public_id": session_id})
+
+
+def advance_counter(db_session: DbSession, *, pk: int, counter: int, now: datetime, idle_expires_at: datetime) -> bool:
+    """Move session `pk` from `counter` to `counter + 1` if nothing moved it first (and it
+    is not revoked). Returns whether this call won. Writes; does not commit."""
+    won = db_session.connection().execute(
+        ADVANCE_COUNTER,
+        {"pk": pk, "counter": counter, "next_counter": counter + 1, "now": now, "idle_expires_at": idle_expires_at},
+    )
+    return won.rowcount == 1
+
+
+def touch(db_session: DbSession, *, pk: int, now: datetime, resolution: timedelta) -> bool:
+    """Set session `pk`'s last-active time to `now` unless it moved within `resolution`.
+    Returns whether a row was written. Writes; does not commit."""
+    result = db_session.connection().execute(TOUCH, {"pk": pk, "not_since": now - resolution, "now": now})
+    return result.rowcount == 1
