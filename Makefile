@@ -7,7 +7,7 @@ PORT ?= 5000
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install install-test run test test-browser bench clean
+.PHONY: install install-test run test test-fast test-browser lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,14 +33,24 @@ test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
+# The edit-test loop: everything but the browser and PostgreSQL variants (about a minute).
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not browser and not postgres" $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
+
+# What CI checks before the tests: lint and formatting (ruff, configured in pyproject.toml).
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Only the end-to-end tests in Chromium (/usr/bin/chromium; skipped, saying so, without it).
 test-browser: install-test
 	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
-# The cost of revocation and rotation, measured (bench/run.py; about 5 minutes; needs wrk,
+# The cost of revocation and rotation, measured (the bench/ package; about 5 minutes; needs wrk,
 # installed from Debian's packages when run as root). Never part of `make test`.
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

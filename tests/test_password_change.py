@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from bs4 import BeautifulSoup
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
+from webapp import session_queries
 from webapp.extensions import db
 from webapp.models import SecurityEvent
 
@@ -146,3 +148,22 @@ def test_signed_out_visitors_are_sent_to_sign_in(client):
     response = client.get("/account/password")
     assert response.status_code == 302
     assert response.headers["Location"] == "/auth/login?next=/account/password"
+
+
+def test_a_change_that_fails_midway_changes_nothing(app, laptop_and_phone, monkeypatch):
+    """The new password, the other devices' sign-out and the event are one transaction:
+    the database failing at the last step (this session's fresh tokens) undoes them all."""
+    laptop, phone = laptop_and_phone
+
+    def database_gone(*args, **kwargs):
+        raise OperationalError("UPDATE sessions ...", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(session_queries, "advance_counter", database_gone)
+    response = change_password(laptop)
+    monkeypatch.undo()
+
+    assert response.status_code == 503
+    assert sign_in_works(app, PASSWORD) and not sign_in_works(app, NEW_PASSWORD)
+    assert phone.get("/api/me").status_code == 200
+    assert laptop.get("/api/me").status_code == 200
+    assert password_events(app) == []
