@@ -12,6 +12,7 @@ import webapp
 ENGINE_MODULES = [
     "accounts",
     "database",
+    "dbapi_select",
     "devices",
     "models",
     "passwords",
