@@ -1,10 +1,10 @@
--- wrk script used by bench/run.py: every request takes the next line of a file.
+-- wrk script used by bench/wrk.py: every request takes the next line of a file.
 --
 -- A line is `COOKIE` or `COOKIE<TAB>BODY`. Rotation needs a refresh token that is fresh
 -- for every request (presenting one twice would be reuse and revoke the session), so
--- run.py writes one line per request it may send, and this script never wraps around:
+-- the bench writes one line per request it may send, and this script never wraps around:
 -- past the last line it counts an overflow and sends the last line's cookie-less twin
--- (no cookie at all), which run.py reports as a broken measurement.
+-- (no cookie at all), which bench/wrk.py reports as a broken measurement.
 --
 -- Settings come from the environment: BENCH_LINES (the file), BENCH_METHOD (GET or
 -- POST), BENCH_HEADERS (extra `Name: value` pairs separated by `|`), BENCH_CYCLE (1:
