@@ -9,7 +9,7 @@ from sqlalchemy import select
 from webapp.extensions import db
 from webapp.models import SecurityEvent, Session
 
-from .conftest import PASSWORD, csrf_token_from
+from .conftest import PASSWORD, cookie_value, csrf_token_from
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_broken_json_is_400(app, user):
     assert response.status_code == 400
 
 
-def test_refresh_rotates_and_the_grace_window_returns_the_same_token(app, user, clock):
+def test_refresh_rotates_and_the_grace_window_serves_without_handing_out_the_new_token(app, user, clock):
     api = app.test_client()
     first = sign_in(api).json
     rotated = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
@@ -89,13 +89,17 @@ def test_refresh_rotates_and_the_grace_window_returns_the_same_token(app, user, 
     assert rotated.json["session_id"] == first["session_id"]
     again = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert again.status_code == 200
-    assert again.json["refresh_token"] == rotated.json["refresh_token"]
+    # A retry inside the grace window gets a working access token and keeps the refresh
+    # token it has: a copy of a retired token must never yield the current one.
+    assert again.json["refresh_token"] == first["refresh_token"]
+    assert api.get("/api/me", headers=bearer(again.json["access_token"])).status_code == 200
 
 
 def test_reuse_after_the_grace_window_ends_the_session_for_both_holders(app, user, clock):
     api = app.test_client()
     first = sign_in(api).json
     current = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]}).json
+    assert api.get("/api/me", headers=bearer(current["access_token"])).status_code == 200  # delivered
     clock.advance(app.config["REFRESH_REUSE_GRACE"] + 1)
     stolen = api.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert stolen.status_code == 401 and stolen.json["error"] == "invalid_grant"
@@ -172,12 +176,16 @@ def test_disabled_user_cannot_get_tokens(app, user, runner):
     assert response.status_code == 401 and response.json["error"] == "invalid_grant"
 
 
-def test_cookie_session_post_to_api_still_needs_csrf(app, auth, client, user):
+@pytest.mark.parametrize("path", ["/auth/logout", "/auth/refresh"])
+def test_a_bearer_header_does_not_exempt_a_browser_post_outside_api_from_csrf(app, auth, client, user, path):
     auth.login()
-    # Without a bearer header, /api/ is a cookie-authenticated browser endpoint: a POST
-    # without the CSRF header is refused.
-    response = client.post("/auth/refresh")
+    refresh_before = cookie_value(client, "refresh_token")
+    # Outside /api/ the header is not a bearer request: the browser's cookies still sign
+    # the request in, so a forged POST that adds the header is refused like any other.
+    response = client.post(path, headers={"Authorization": "Bearer anything"})
     assert response.status_code == 400
+    assert cookie_value(client, "refresh_token") == refresh_before  # neither cleared nor rotated
+    assert client.get("/api/me").status_code == 200  # still signed in
 
 
 @pytest.mark.parametrize("app_config", [{"LOGIN_LIMIT_PER_ACCOUNT": "2 per 15 minutes"}])
@@ -187,7 +195,7 @@ def test_failed_token_requests_share_the_sign_in_limits(app, auth, user, app_con
         assert sign_in(api, password="wrong password").status_code == 401
     limited = sign_in(api)  # even the right password, until the window passes
     assert limited.status_code == 429
-    assert limited.json["error"]
+    assert limited.json["error"] == "too_many_attempts"
     assert int(limited.headers["Retry-After"]) > 0
     assert "Set-Cookie" not in limited.headers
     # The form shares the budget: the same account is limited there too.

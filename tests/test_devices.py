@@ -311,6 +311,7 @@ def test_refresh_token_reuse_is_shown_as_an_alert(app, two_browsers, clock):
     stolen = phone.get_cookie("refresh_token").value
     clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
     assert phone.get("/account").status_code == 200  # rotates: `stolen` is now retired
+    assert phone.get("/account").status_code == 200  # with the new tokens
     clock.advance(app.config["REFRESH_REUSE_GRACE"] + 1)
     thief = app.test_client()
     thief.set_cookie("refresh_token", stolen)

@@ -42,6 +42,23 @@ def rotate(db_session, token, policy, clock):
         db_session.commit()
 
 
+def use(db_session, issued, policy, clock):
+    """A request of the browser that received `issued`, signed in by its access token, as
+    the auth hook does it: the session learns that rotation reached the browser."""
+    signed_in = sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
+    sessions.touch_session(db_session, signed_in, now=clock())
+    db_session.commit()
+    return signed_in
+
+
+def reuse_events(db_session) -> list[str]:
+    return list(
+        db_session.execute(select(SecurityEvent.kind).where(SecurityEvent.kind == EventKind.REFRESH_TOKEN_REUSED))
+        .scalars()
+        .all()
+    )
+
+
 def session_row(db_session, session_id) -> Session:
     db_session.expire_all()
     return db_session.execute(select(Session).where(Session.public_id == session_id)).scalar_one()
@@ -87,7 +104,8 @@ def test_access_token_carries_every_required_claim(db_session, user, policy, clo
     header = jwt.get_unverified_header(issued.access_token)
     claims = jwt.decode(issued.access_token, options={"verify_signature": False})
     assert header["alg"] == "HS256" and header["kid"] == policy.keys.signing_kid
-    assert set(claims) == {"iss", "aud", "sub", "sid", "iat", "exp", "jti"}
+    assert set(claims) == {"iss", "aud", "sub", "sid", "ctr", "iat", "exp", "jti"}
+    assert claims["ctr"] == 0
     assert claims["exp"] - claims["iat"] == policy.access_ttl
 
 
@@ -114,21 +132,26 @@ def test_expired_access_token_says_try_rotation(db_session, user, policy, clock)
         sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
 
 
-def test_grace_window_returns_the_identical_token_and_writes_nothing(db_session, user, policy, clock):
+def test_grace_window_serves_an_access_token_and_writes_nothing(db_session, user, policy, clock):
     issued = start(db_session, user, policy, clock)
     first = rotate(db_session, issued.refresh_token, policy, clock)
     clock.advance(policy.reuse_grace - 1)
     with count_queries(db_session) as statements:
         again = rotate(db_session, issued.refresh_token, policy, clock)
-    assert again.refresh_token == first.refresh_token
-    assert again.rotated is False
+    # Served: a fresh access token for the same session...
+    assert sessions.authenticate(db_session, again.access_token, policy=policy, now=clock()).session_id == (
+        issued.session_id
+    )
+    # ...but never the current refresh token: that only the rotation's winner gets.
+    assert again.refresh_token == issued.refresh_token != first.refresh_token
+    assert again.rotated is False and again.new_refresh_token is False
     assert not any(statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")) for statement in statements)
     assert session_row(db_session, issued.session_id).counter == 1
 
 
 def test_grace_window_is_not_rearmed_by_use(db_session, user, policy, clock):
     issued = start(db_session, user, policy, clock)
-    rotate(db_session, issued.refresh_token, policy, clock)
+    use(db_session, rotate(db_session, issued.refresh_token, policy, clock), policy, clock)
     # Presenting the old token inside the window does not move the window.
     for _ in range(3):
         clock.advance(policy.reuse_grace / 4)
@@ -141,6 +164,7 @@ def test_grace_window_is_not_rearmed_by_use(db_session, user, policy, clock):
 def test_previous_token_after_grace_window_revokes_the_session(db_session, user, policy, clock):
     issued = start(db_session, user, policy, clock)
     current = rotate(db_session, issued.refresh_token, policy, clock)
+    use(db_session, current, policy, clock)  # the successor reached the browser
     clock.advance(policy.reuse_grace)
     with pytest.raises(sessions.RefreshTokenReused):
         rotate(db_session, issued.refresh_token, policy, clock)
@@ -220,7 +244,9 @@ def test_revoke_other_sessions_keeps_only_the_current_one(db_session, user, poli
     keep, *others = [start(db_session, user, policy, clock) for _ in range(3)]
     ended = sessions.revoke_other_sessions(db_session, user_id=user.id, keep_session_id=keep.session_id, now=clock())
     assert ended == 2
-    sessions.authenticate(db_session, keep.access_token, policy=policy, now=clock())
+    assert sessions.authenticate(db_session, keep.access_token, policy=policy, now=clock()).session_id == (
+        keep.session_id
+    )
     for issued in others:
         with pytest.raises(sessions.SessionInactive):
             sessions.authenticate(db_session, issued.access_token, policy=policy, now=clock())
@@ -230,16 +256,18 @@ def test_token_signed_under_a_fallback_secret_still_verifies(db_session, user, p
     issued = start(db_session, user, policy, clock)
     rotated_keys = KeyRing.from_secrets("a-brand-new-secret-key-0123456789-abcdefghij", [TEST_SECRET])
     new_policy = replace(policy, keys=rotated_keys)
-    sessions.authenticate(db_session, issued.access_token, policy=new_policy, now=clock())
+    signed_in = sessions.authenticate(db_session, issued.access_token, policy=new_policy, now=clock())
+    assert signed_in.session_id == issued.session_id
     rotated = rotate(db_session, issued.refresh_token, new_policy, clock)
     # New tokens are made under the new secret only.
-    assert tokens.decode_access_token(
+    claims = tokens.decode_access_token(
         rotated.access_token,
         keys=KeyRing.from_secrets("a-brand-new-secret-key-0123456789-abcdefghij"),
         now=int(clock().timestamp()),
         issuer=policy.issuer,
         audience=policy.audience,
     )
+    assert (claims.user_id, claims.session_id, claims.counter) == (user.id, issued.session_id, 1)
 
 
 def test_token_with_an_unknown_kid_is_rejected(db_session, user, policy, clock):
@@ -254,10 +282,25 @@ def test_token_with_an_unknown_kid_is_rejected(db_session, user, policy, clock):
 def test_forged_refresh_token_costs_no_query(db_session, user, policy, clock):
     issued = start(db_session, user, policy, clock)
     session_id, counter, mac = issued.refresh_token.split(".")
-    forged = f"{session_id}.{int(counter) + 1}.{mac}"
-    with count_queries(db_session) as statements, pytest.raises(sessions.RefreshRejected):
-        rotate(db_session, forged, policy, clock)
-    assert statements == []
+    # The live counter, a MAC one character off.
+    forged = f"{session_id}.{counter}.{mac[:-1]}{'B' if mac[-1] != 'B' else 'C'}"
+    # The rotation's read does not go through cursor events (dbapi_select.py), so watch
+    # for any connection being used at all.
+    checkouts = []
+
+    def record(*args):
+        checkouts.append(args)
+
+    engine = db_session.get_bind()
+    db_session.close()
+    event.listen(engine.pool, "checkout", record)
+    try:
+        with pytest.raises(sessions.RefreshRejected):
+            sessions.rotate_refresh_token(db_session, forged, policy=policy, now=clock())
+    finally:
+        event.remove(engine.pool, "checkout", record)
+    assert checkouts == []
+    assert session_row(db_session, session_id).counter == 0
 
 
 def test_disabled_user_is_signed_out_at_once(db_session, user, policy, clock):
@@ -291,3 +334,75 @@ def test_a_token_verified_once_is_still_checked_for_expiry_and_revocation(db_ses
     sessions.revoke_session(db_session, second.session_id, user_id=user.id, now=clock())
     with pytest.raises(sessions.SessionInactive):
         sessions.authenticate(db_session, second.access_token, policy=policy, now=clock())
+
+
+def test_a_rotation_whose_answer_was_lost_is_not_theft(db_session, user, policy, clock):
+    """The server rotated, the answer never reached the browser (a dropped connection, an
+    aborted navigation): its next request, long after, carries the previous token."""
+    issued = start(db_session, user, policy, clock)
+    lost = rotate(db_session, issued.refresh_token, policy, clock)
+    clock.advance(policy.access_ttl)
+    again = rotate(db_session, issued.refresh_token, policy, clock)
+    assert again.refresh_token == lost.refresh_token and again.new_refresh_token
+    assert session_row(db_session, issued.session_id).revoked_at is None
+    assert reuse_events(db_session) == []
+    # And the session goes on from there.
+    assert rotate(db_session, again.refresh_token, policy, clock).refresh_token.startswith(f"{issued.session_id}.2.")
+
+
+def test_a_thief_following_rotations_is_cut_off_within_one_window(db_session, user, policy, clock):
+    """A copy of one retired refresh token, presented inside every grace window, gets an
+    access token in the first window and nothing but the alarm after: it never learns
+    the current refresh token, so it cannot follow the session."""
+    issued = start(db_session, user, policy, clock)
+    stolen = issued.refresh_token
+    victim = rotate(db_session, issued.refresh_token, policy, clock)
+    use(db_session, victim, policy, clock)
+
+    clock.advance(1)
+    loot = rotate(db_session, stolen, policy, clock)  # inside the window: served...
+    assert loot.refresh_token == stolen  # ...but with nothing new to follow
+
+    clock.advance(policy.access_ttl)
+    victim = rotate(db_session, victim.refresh_token, policy, clock)
+    use(db_session, victim, policy, clock)
+    clock.advance(1)
+    with pytest.raises(sessions.RefreshTokenReused):
+        rotate(db_session, loot.refresh_token, policy, clock)
+    assert reuse_events(db_session) == [EventKind.REFRESH_TOKEN_REUSED]
+    # The whole session ends: the owner signs in again, the thief has nothing left.
+    with pytest.raises(sessions.SessionInactive):
+        sessions.authenticate(db_session, victim.access_token, policy=policy, now=clock())
+
+
+def test_twenty_requests_of_one_page_load_are_all_served(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    clock.advance(policy.access_ttl)
+    answers = [rotate(db_session, issued.refresh_token, policy, clock) for _ in range(20)]
+    assert [answer.rotated for answer in answers] == [True] + [False] * 19
+    for answer in answers:
+        signed_in = sessions.authenticate(db_session, answer.access_token, policy=policy, now=clock())
+        assert signed_in.session_id == issued.session_id
+    # The browser keeps the winner's refresh token: the others leave the cookie alone.
+    assert [answer.new_refresh_token for answer in answers] == [True] + [False] * 19
+    assert session_row(db_session, issued.session_id).counter == 1
+    assert reuse_events(db_session) == []
+
+
+def test_ending_a_session_with_a_retired_refresh_token_is_reuse(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    use(db_session, rotate(db_session, issued.refresh_token, policy, clock), policy, clock)
+    clock.advance(policy.reuse_grace)
+    with unit_of_work(db_session):
+        assert sessions.revoke_by_refresh_token(db_session, issued.refresh_token, policy=policy, now=clock())
+    assert session_row(db_session, issued.session_id).revoked_reason == "reuse"
+    assert reuse_events(db_session) == [EventKind.REFRESH_TOKEN_REUSED]
+
+
+def test_ending_a_session_with_its_current_refresh_token_is_a_sign_out(db_session, user, policy, clock):
+    issued = start(db_session, user, policy, clock)
+    current = rotate(db_session, issued.refresh_token, policy, clock)
+    with unit_of_work(db_session):
+        assert sessions.revoke_by_refresh_token(db_session, current.refresh_token, policy=policy, now=clock())
+    assert session_row(db_session, issued.session_id).revoked_reason == "signed_out"
+    assert reuse_events(db_session) == []

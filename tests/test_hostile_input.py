@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from webapp import accounts, sessions
+from webapp import accounts, sessions, tokens
 from webapp.extensions import db
 from webapp.models import SecurityEvent, Session, User
 
@@ -158,6 +158,7 @@ def crafted_jwts(draw, world):
         "aud": policy.audience,
         "sub": str(world["user_id"]),
         "sid": world["live"].session_id,
+        "ctr": 0,
         "iat": now,
         "exp": now + 300,
         "jti": "jti-1",
@@ -168,6 +169,7 @@ def crafted_jwts(draw, world):
         "sub": st.sampled_from([str(world["user_id"]), str(world["user_id"] + 1), world["user_id"], "0" * 40, "١"])
         | ANYTHING,
         "sid": st.sampled_from([world["live"].session_id, world["dead"].session_id, "x" * 5000]) | ANYTHING,
+        "ctr": st.sampled_from([0, 1, -1, "0", True, 10**10]) | ANYTHING,
         "iat": st.sampled_from([now, now + 3600, True, float(now)]) | ANYTHING,
         "exp": st.sampled_from([now + 300, now - 1, 10**30, str(now + 300), True]) | ANYTHING,
         "jti": st.sampled_from(["jti-2"]) | ANYTHING,
@@ -227,6 +229,8 @@ def crafted_jwts(draw, world):
         and type(claims.get("exp")) is int
         and claims["exp"] > now
         and isinstance(claims.get("jti"), str)
+        and type(claims.get("ctr")) is int
+        and 0 <= claims["ctr"] <= tokens.MAX_COUNTER
     )
     return token, accepted
 

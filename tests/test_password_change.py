@@ -8,11 +8,11 @@ from bs4 import BeautifulSoup
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from webapp import session_queries
+from webapp import accounts
 from webapp.extensions import db
 from webapp.models import SecurityEvent
 
-from .conftest import PASSWORD, AuthActions, csrf_token_from
+from .conftest import PASSWORD, AuthActions, cookie_value, csrf_token_from
 
 NEW_PASSWORD = "a brand new passphrase, long enough"
 
@@ -151,14 +151,14 @@ def test_signed_out_visitors_are_sent_to_sign_in(client):
 
 
 def test_a_change_that_fails_midway_changes_nothing(app, laptop_and_phone, monkeypatch):
-    """The new password, the other devices' sign-out and the event are one transaction:
-    the database failing at the last step (this session's fresh tokens) undoes them all."""
+    """The new password, the end of every session, the new one and the event are one
+    transaction: the database failing at the last step (the event) undoes them all."""
     laptop, phone = laptop_and_phone
 
     def database_gone(*args, **kwargs):
-        raise OperationalError("UPDATE sessions ...", {}, Exception("server closed the connection unexpectedly"))
+        raise OperationalError("INSERT INTO security_events ...", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(session_queries, "advance_counter", database_gone)
+    monkeypatch.setattr(accounts, "record_event", database_gone)
     response = change_password(laptop)
     monkeypatch.undo()
 
@@ -167,3 +167,30 @@ def test_a_change_that_fails_midway_changes_nothing(app, laptop_and_phone, monke
     assert phone.get("/api/me").status_code == 200
     assert laptop.get("/api/me").status_code == 200
     assert password_events(app) == []
+
+
+def test_a_copy_of_this_browsers_cookies_dies_with_the_password_change(app, clock, laptop_and_phone):
+    """Someone copied the laptop's cookies; the owner changes the password on the laptop
+    moments after a rotation. The laptop goes on as a new session, and no token of the
+    old one works any more: not the copied access token, not the copied refresh token
+    (retired a moment ago, so inside the grace window), not the laptop's latest one."""
+    laptop, _ = laptop_and_phone
+    thief = app.test_client()
+    copied_refresh = cookie_value(laptop, "refresh_token")
+    thief.set_cookie("access_token", cookie_value(laptop, "access_token"))
+    thief.set_cookie("refresh_token", copied_refresh)
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    old_session = laptop.get("/api/me").json["session_id"]  # rotates the laptop
+    latest_refresh = cookie_value(laptop, "refresh_token")
+    thief.set_cookie("access_token", cookie_value(laptop, "access_token"))
+
+    assert change_password(laptop).status_code == 302
+
+    new_session = laptop.get("/api/me").json["session_id"]
+    assert new_session != old_session
+    assert cookie_value(laptop, "refresh_token").startswith(new_session + ".0.")
+    assert thief.get("/api/me").status_code == 401
+    for refresh_token in (copied_refresh, latest_refresh):
+        copy = app.test_client()
+        copy.set_cookie("refresh_token", refresh_token)
+        assert copy.get("/api/me").status_code == 401

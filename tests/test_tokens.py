@@ -35,6 +35,7 @@ NOW = int(datetime(2026, 1, 15, 12, 0, 0, tzinfo=timezone.utc).timestamp())
 LIFETIME = 900
 USER_ID = 42
 SESSION_ID = "Zm9vYmFyYmF6cXV4LXF1dX"  # 22 characters, like secrets.token_urlsafe(16)
+COUNTER = 3  # the rotation counter the access token was issued with
 DROP = object()  # a claim or header value meaning "leave this one out"
 
 URLSAFE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -51,6 +52,7 @@ def claims(**changes) -> dict:
         "aud": AUDIENCE,
         "sub": str(USER_ID),
         "sid": SESSION_ID,
+        "ctr": COUNTER,
         "iat": NOW,
         "exp": NOW + LIFETIME,
         "jti": "hand-made-jti",
@@ -71,6 +73,7 @@ def mint(keys: KeyRing = KEYS, *, issued_at: int = NOW, expires_at: int = NOW + 
     return tokens.encode_access_token(
         user_id=USER_ID,
         session_id=SESSION_ID,
+        counter=COUNTER,
         issued_at=issued_at,
         expires_at=expires_at,
         keys=keys,
@@ -114,7 +117,7 @@ def padded_token(length: int) -> str:
 def test_round_trip():
     verified = decode(mint(), now=NOW)
 
-    assert (verified.user_id, verified.session_id) == (USER_ID, SESSION_ID)
+    assert (verified.user_id, verified.session_id, verified.counter) == (USER_ID, SESSION_ID, COUNTER)
     assert (verified.issued_at, verified.expires_at) == (NOW, NOW + LIFETIME)
     assert isinstance(verified.token_id, str) and verified.token_id
 
@@ -132,7 +135,12 @@ def test_header_names_the_algorithm_and_signing_key():
 def test_hand_signed_token_verifies():
     """The baseline every forged token below differs from in one respect."""
     assert decode(sign(claims())) == tokens.AccessClaims(
-        user_id=USER_ID, session_id=SESSION_ID, issued_at=NOW, expires_at=NOW + LIFETIME, token_id="hand-made-jti"
+        user_id=USER_ID,
+        session_id=SESSION_ID,
+        counter=COUNTER,
+        issued_at=NOW,
+        expires_at=NOW + LIFETIME,
+        token_id="hand-made-jti",
     )
 
 
@@ -251,12 +259,12 @@ def test_wrong_audience(aud):
     assert_signed_out(sign(claims(aud=aud)))
 
 
-@pytest.mark.parametrize("claim", ["iss", "aud", "sub", "sid", "iat", "exp", "jti"])
+@pytest.mark.parametrize("claim", ["iss", "aud", "sub", "sid", "ctr", "iat", "exp", "jti"])
 def test_claim_missing(claim):
     assert_signed_out(sign(claims(**{claim: DROP})))
 
 
-@pytest.mark.parametrize("claim", ["iss", "aud", "sub", "sid", "iat", "exp", "jti"])
+@pytest.mark.parametrize("claim", ["iss", "aud", "sub", "sid", "ctr", "iat", "exp", "jti"])
 def test_claim_null(claim):
     assert_signed_out(sign(claims(**{claim: None})))
 
@@ -292,6 +300,11 @@ def test_subject_too_long():
         ("sid", [SESSION_ID]),
         ("sub", USER_ID),
         ("jti", 7),
+        ("ctr", str(COUNTER)),
+        ("ctr", float(COUNTER)),
+        ("ctr", True),
+        ("ctr", -1),
+        ("ctr", 10**10),
     ],
     ids=repr,
 )

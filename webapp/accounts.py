@@ -109,11 +109,13 @@ def change_password(
     now: datetime,
     device: Device = Device(),
 ) -> sessions.IssuedTokens:
-    """Change the password of `user_id`, signed in on session `session_id`.
+    """Change the password of `user_id`, signed in on session `session_id`, and return
+    the tokens of the new session this browser goes on with.
 
-    Sets the new password, ends every other session with a PASSWORD_CHANGED event, and
-    rotates this session, so it goes on with fresh tokens and any copy of its old refresh
-    token is retired. Raises `WrongPassword` (nothing written) and
+    Sets the new password, ends every session of the user (this one included: a copy of
+    any of its earlier tokens, in a thief's cookie jar, must die with it), starts a new
+    session for this browser (new id, counter 0, "remember me" as before) and records
+    PASSWORD_CHANGED. Raises `WrongPassword` (nothing written) and
     `sessions.SessionInactive` (this session ended meanwhile). Writes; does not commit:
     the caller commits all of it or none.
     """
@@ -124,17 +126,25 @@ def change_password(
         or not passwords.verify_password(current_password, user.password_hash)
     ):
         raise WrongPassword()
+    this_session = sessions.session_times(db_session, session_id, user_id=user_id, now=now)
     set_password(db_session, user, new_password, rounds=rounds, now=now)
-    sessions.revoke_other_sessions(
+    ended = sessions.revoke_other_sessions(
+        db_session, user_id=user_id, keep_session_id=None, now=now, reason="password_changed", event=None
+    )
+    issued = sessions.start_session(
+        db_session, user, policy=policy, now=now, device=device, persistent=this_session.persistent, event=None
+    )
+    others = ended - 1  # this browser's old session was active, and goes on as the new one
+    record_event(
         db_session,
         user_id=user_id,
-        keep_session_id=session_id,
+        kind=EventKind.PASSWORD_CHANGED,
         now=now,
-        reason="password_changed",
-        event=EventKind.PASSWORD_CHANGED,
         device=device,
+        session_id=issued.session_id,
+        detail=f"{others} other session{'s' if others != 1 else ''} ended",
     )
-    return sessions.renew_session_tokens(db_session, session_id, user_id=user_id, policy=policy, now=now)
+    return issued
 
 
 def _require_user(db_session: DbSession, email: str) -> User:

@@ -45,6 +45,10 @@ class Session(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     counter: Mapped[int] = mapped_column(Integer, default=0)
+    # The highest counter known to have reached its holder: a request carried its refresh
+    # token, or an access token issued with it. Reuse of the previous token is theft
+    # only once the current one was delivered (a lost answer is not theft).
+    delivered_counter: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     rotated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_active_at: Mapped[datetime] = mapped_column(UTCDateTime)

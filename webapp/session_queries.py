@@ -24,6 +24,7 @@ SESSION_WITH_USER = (
         sessions_table.c.id,
         sessions_table.c.user_id,
         sessions_table.c.counter,
+        sessions_table.c.delivered_counter,
         sessions_table.c.rotated_at,
         sessions_table.c.last_active_at,
         sessions_table.c.expires_at,
@@ -41,7 +42,14 @@ SESSION_WITH_USER = (
 # The per-request check: is this session of this user still active? The conditions are
 # in SQL so that only the one timestamp the caller needs comes back to be converted.
 ACTIVE_SESSION = (
-    select(sessions_table.c.id, sessions_table.c.last_active_at, sessions_table.c.client_name, users_table.c.email)
+    select(
+        sessions_table.c.id,
+        sessions_table.c.counter,
+        sessions_table.c.delivered_counter,
+        sessions_table.c.last_active_at,
+        sessions_table.c.client_name,
+        users_table.c.email,
+    )
     .join(users_table, users_table.c.id == sessions_table.c.user_id)
     .where(
         sessions_table.c.public_id == bindparam("public_id"),
@@ -54,6 +62,7 @@ ACTIVE_SESSION = (
 )
 
 # The compare-and-set of a rotation: it wins only if the counter is still the one read.
+# Presenting the token for `counter` proves it was delivered.
 ADVANCE_COUNTER = (
     update(sessions_table)
     .where(
@@ -63,6 +72,7 @@ ADVANCE_COUNTER = (
     )
     .values(
         counter=bindparam("next_counter"),
+        delivered_counter=bindparam("counter"),
         rotated_at=bindparam("now"),
         last_active_at=bindparam("now"),
         idle_expires_at=bindparam("idle_expires_at"),
@@ -76,12 +86,19 @@ TOUCH = (
     .values(last_active_at=bindparam("now"))
 )
 
+# A request carried the access token issued with `counter`: that rotation was delivered.
+MARK_DELIVERED = (
+    update(sessions_table)
+    .where(sessions_table.c.id == bindparam("pk"), sessions_table.c.delivered_counter < bindparam("delivered"))
+    .values(delivered_counter=bindparam("delivered"))
+)
+
 _session_with_user = DBAPISelect(SESSION_WITH_USER)
 _active_session = DBAPISelect(ACTIVE_SESSION)
 
 
 def find_active_session(source: DbSession | Connection | Engine, *, session_id: str, user_id: int, now: datetime):
-    """The row of `ACTIVE_SESSION` (pk, last_active_at, client_name, email) for the
+    """The row of `ACTIVE_SESSION` (pk, counters, last_active_at, client_name, email) for the
     active session `session_id` of `user_id`, or None. Given the engine, it runs on a
     connection checked out of the pool for this query alone: the fastest way, for the
     auth hook of every request. Reads only."""
@@ -110,4 +127,11 @@ def touch(db_session: DbSession, *, pk: int, now: datetime, resolution: timedelt
     """Set session `pk`'s last-active time to `now` unless it moved within `resolution`.
     Returns whether a row was written. Writes; does not commit."""
     result = db_session.connection().execute(TOUCH, {"pk": pk, "not_since": now - resolution, "now": now})
+    return result.rowcount == 1
+
+
+def mark_delivered(db_session: DbSession, *, pk: int, counter: int) -> bool:
+    """Record that the token for `counter` of session `pk` reached its holder, unless a
+    later one already did. Returns whether a row was written. Writes; does not commit."""
+    result = db_session.connection().execute(MARK_DELIVERED, {"pk": pk, "delivered": counter})
     return result.rowcount == 1

@@ -24,6 +24,7 @@ Names: `session_id` is a session's public id (JWT `sid`, refresh-token prefix, U
 
 from __future__ import annotations
 
+import enum
 import math
 import secrets
 from collections.abc import Mapping
@@ -52,11 +53,11 @@ __all__ = [
     "authenticate",
     "build_session",
     "list_active_sessions",
-    "renew_session_tokens",
     "revoke_by_refresh_token",
     "revoke_other_sessions",
     "revoke_session",
     "rotate_refresh_token",
+    "Presented",
     "seconds_until",
     "session_times",
     "start_session",
@@ -128,6 +129,9 @@ class SignedIn:
     client_name: str | None = None
     # When the access token of this request expires (None when not known).
     access_expires_at: datetime | None = None
+    # The session's current counter, when this request's access token is the first proof
+    # that the rotation to it reached the browser: `touch_session` records it.
+    delivers_counter: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,11 @@ class IssuedTokens:
     persistent: bool
     # Who these tokens sign in, so the edge needs no second lookup after a rotation.
     signed_in: SignedIn
-    # False when the grace window handed back the current token without a rotation.
+    # False when nothing was written: a grace answer, or a lost rotation sent again.
     rotated: bool = True
+    # False when `refresh_token` is the one the holder presented (a grace answer): the
+    # browser's refresh cookie is left as it is.
+    new_refresh_token: bool = True
 
 
 @dataclass(frozen=True)
@@ -174,12 +181,13 @@ def seconds_until(moment: datetime, now: datetime) -> int:
 
 
 def _issue_access_token(
-    *, user_id: int, session_id: str, now: datetime, not_after: datetime, policy: SessionPolicy
+    *, user_id: int, session_id: str, counter: int, now: datetime, not_after: datetime, policy: SessionPolicy
 ) -> tuple[str, datetime]:
     expires_at = min(now + timedelta(seconds=policy.access_ttl), not_after)
     token = tokens.encode_access_token(
         user_id=user_id,
         session_id=session_id,
+        counter=counter,
         issued_at=_epoch(now),
         expires_at=_epoch(expires_at),
         keys=policy.keys,
@@ -199,11 +207,13 @@ def _tokens_for(
     now: datetime,
     policy: SessionPolicy,
     rotated: bool = True,
+    new_refresh_token: bool = True,
 ) -> IssuedTokens:
+    """The refresh token for `counter` and an access token issued with it."""
     refresh_expires_at = min(idle_expires_at, expires_at)
     user_id, session_id = signed_in.user_id, signed_in.session_id
     access_token, access_expires_at = _issue_access_token(
-        user_id=user_id, session_id=session_id, now=now, not_after=refresh_expires_at, policy=policy
+        user_id=user_id, session_id=session_id, counter=counter, now=now, not_after=refresh_expires_at, policy=policy
     )
     return IssuedTokens(
         session_id=session_id,
@@ -215,7 +225,33 @@ def _tokens_for(
         refresh_expires_at=refresh_expires_at,
         persistent=persistent,
         rotated=rotated,
+        new_refresh_token=new_refresh_token,
     )
+
+
+class Presented(enum.Enum):
+    """What a refresh token with a valid MAC is, given its session's row."""
+
+    CURRENT = "current"  # the session's counter: rotate
+    PREVIOUS_IN_GRACE = "previous_in_grace"  # parallel requests of one page load
+    PREVIOUS_UNDELIVERED = "previous_undelivered"  # the rotation's answer never arrived
+    REUSED = "reused"  # a retired token whose successor was delivered: a copy
+    AHEAD = "ahead"  # never handed out for this row (a database restored from a backup)
+
+
+def _classify(row, counter: int, *, policy: SessionPolicy, now: datetime) -> Presented:
+    if counter == row.counter:
+        return Presented.CURRENT
+    if counter > row.counter:
+        return Presented.AHEAD
+    if counter == row.counter - 1:
+        # The window is anchored at the rotation and never re-armed, so no chain of
+        # stale tokens keeps a session alive.
+        if now - row.rotated_at < timedelta(seconds=policy.reuse_grace):
+            return Presented.PREVIOUS_IN_GRACE
+        if row.delivered_counter < row.counter:
+            return Presented.PREVIOUS_UNDELIVERED
+    return Presented.REUSED
 
 
 def _active(now: datetime):
@@ -256,17 +292,18 @@ def start_session(
     now: datetime,
     device: Device = Device(),
     persistent: bool = False,
+    event: EventKind | None = EventKind.SIGNED_IN,
 ) -> IssuedTokens:
-    """Sign `user` in on a new device: a new session at counter 0, and its tokens.
+    """Sign `user` in on a new device: a new session at counter 0, and its tokens, with
+    `event` recorded (None for none: the caller records its own).
 
     Beyond `policy.max_sessions_per_user` active sessions, the least recently active
     ones are ended (and an event says so). Writes; does not commit.
     """
     session = build_session(user.id, policy=policy, now=now, device=device, persistent=persistent)
     db_session.add(session)
-    record_event(
-        db_session, user_id=user.id, kind=EventKind.SIGNED_IN, now=now, device=device, session_id=session.public_id
-    )
+    if event is not None:
+        record_event(db_session, user_id=user.id, kind=event, now=now, device=device, session_id=session.public_id)
     db_session.flush()
     _end_sessions_over_limit(db_session, user_id=user.id, keep=session.id, policy=policy, now=now, device=device)
     signed_in = SignedIn(
@@ -327,6 +364,7 @@ def authenticate(
     row = session_queries.find_active_session(source, session_id=claims.session_id, user_id=claims.user_id, now=now)
     if row is None:
         raise SessionInactive(claims.session_id)
+    first_proof = claims.counter == row.counter and row.delivered_counter < row.counter
     return SignedIn(
         user_id=claims.user_id,
         email=row.email,
@@ -335,15 +373,20 @@ def authenticate(
         last_active_at=row.last_active_at,
         client_name=row.client_name,
         access_expires_at=datetime.fromtimestamp(claims.expires_at, timezone.utc),
+        delivers_counter=row.counter if first_proof else None,
     )
 
 
 def touch_session(db_session: DbSession, signed_in: SignedIn, *, now: datetime) -> bool:
-    """Move the session's last-active time, writing at most once a minute per session.
-    Returns whether it wrote; does not commit."""
-    if now - signed_in.last_active_at < LAST_ACTIVE_RESOLUTION:
-        return False
-    return session_queries.touch(db_session, pk=signed_in.session_pk, now=now, resolution=LAST_ACTIVE_RESOLUTION)
+    """What a signed-in request tells the session: that the rotation its access token
+    was issued with reached the browser (once per rotation), and the last-active time
+    (at most once a minute). Returns whether it wrote; does not commit."""
+    wrote = False
+    if signed_in.delivers_counter is not None:
+        wrote = session_queries.mark_delivered(db_session, pk=signed_in.session_pk, counter=signed_in.delivers_counter)
+    if now - signed_in.last_active_at >= LAST_ACTIVE_RESOLUTION:
+        wrote |= session_queries.touch(db_session, pk=signed_in.session_pk, now=now, resolution=LAST_ACTIVE_RESOLUTION)
+    return wrote
 
 
 def _signed_in(row, session_id: str, *, last_active_at: datetime) -> SignedIn:
@@ -383,9 +426,19 @@ def rotate_refresh_token(
 ) -> IssuedTokens:
     """Exchange a refresh token for the session's next one and a new access token.
 
-    Raises `RefreshRejected` for a forged, unknown, lapsed or revoked token (a forged one
-    costs no query), and `RefreshTokenReused` for a retired token outside the grace
-    window, after adding the session's revocation and an event to the unit of work: the
+    With the session at counter n, the token for:
+    - n: compare-and-set to n+1, and the tokens for n+1;
+    - n-1, within `reuse_grace` of the rotation (the parallel requests of one page
+      load): a new access token only, writing nothing. The refresh token stays the one
+      presented, so a copy of a retired token never yields the current one: it cannot
+      follow the session from rotation to rotation;
+    - n-1 later, if n never reached anybody (the rotation's answer was lost): the tokens
+      for n again, writing nothing. Not theft;
+    - n-1 later once n was delivered, or anything older: a copy in the wrong hands.
+
+    Raises `RefreshRejected` for a forged, unknown, lapsed or revoked token or a counter
+    ahead of the session (a forged one costs no query), and `RefreshTokenReused` for a
+    copy, after adding the session's revocation and an event to the unit of work: the
     caller commits either way (a rotation, or the revocation). Writes; does not commit.
     """
     try:
@@ -397,25 +450,34 @@ def rotate_refresh_token(
     if row is None or not _is_live(row, now):
         raise RefreshRejected("session is not active")
 
-    if counter == row.counter:
+    presented = _classify(row, counter, policy=policy, now=now)
+    if presented is Presented.CURRENT:
         issued = _advance(db_session, row, session_id, policy=policy, now=now)
         if issued is not None:
             return issued
         # A parallel request rotated first: the compare-and-set waited for its lock, so
-        # its rotation is committed and this read sees it. Serve it through the grace path.
+        # its rotation is committed and this read sees it.
         row = session_queries.load_session_with_user(db_session, session_id)
         if row is None or not _is_live(row, now):
             raise RefreshRejected("session ended during rotation")
+        presented = _classify(row, counter, policy=policy, now=now)
 
-    if counter > row.counter:
-        # Not something we ever handed out for this row, e.g. a database restored from an
-        # older backup: treat as signed out, not as theft.
+    if presented is Presented.AHEAD:
+        # Not something we ever handed out for this row: signed out, not theft.
         raise RefreshRejected("refresh counter ahead of the session")
-
-    # Parallel requests of one page load present the same token: serve them the winner's
-    # token without a second rotation. The window is anchored at the rotation and never
-    # re-armed, so no chain of stale tokens keeps a session alive.
-    if counter == row.counter - 1 and now - row.rotated_at < timedelta(seconds=policy.reuse_grace):
+    if presented is Presented.PREVIOUS_IN_GRACE:
+        return _tokens_for(
+            signed_in=_signed_in(row, session_id, last_active_at=row.last_active_at),
+            counter=counter,
+            idle_expires_at=row.idle_expires_at,
+            expires_at=row.expires_at,
+            persistent=row.persistent,
+            now=now,
+            policy=policy,
+            rotated=False,
+            new_refresh_token=False,
+        )
+    if presented is Presented.PREVIOUS_UNDELIVERED:
         return _tokens_for(
             signed_in=_signed_in(row, session_id, last_active_at=row.last_active_at),
             counter=row.counter,
@@ -426,7 +488,11 @@ def rotate_refresh_token(
             policy=policy,
             rotated=False,
         )
+    _end_reused_session(db_session, row, session_id, counter=counter, now=now)
+    raise RefreshTokenReused(session_id, row.user_id)
 
+
+def _end_reused_session(db_session: DbSession, row, session_id: str, *, counter: int, now: datetime) -> None:
     _revoke(db_session, session_pk=row.id, reason="reuse", now=now)
     record_event(
         db_session,
@@ -437,28 +503,6 @@ def rotate_refresh_token(
         session_id=session_id,
         detail=f"token {counter} presented after rotation to {row.counter}",
     )
-    raise RefreshTokenReused(session_id, row.user_id)
-
-
-def renew_session_tokens(
-    db_session: DbSession, session_id: str, *, user_id: int, policy: SessionPolicy, now: datetime
-) -> IssuedTokens:
-    """Rotate `user_id`'s active session `session_id` now and return its fresh tokens, as
-    after a password change: the session goes on, every copy of its old refresh token
-    is retired.
-
-    Raises `SessionInactive` when no active session of that user has this id. Writes;
-    does not commit.
-    """
-    # A parallel request may rotate between the read and the compare-and-set: read again.
-    for _ in range(3):
-        row = session_queries.load_session_with_user(db_session, session_id)
-        if row is None or row.user_id != user_id or not _is_live(row, now):
-            raise SessionInactive(session_id)
-        issued = _advance(db_session, row, session_id, policy=policy, now=now)
-        if issued is not None:
-            return issued
-    raise SessionInactive(session_id)
 
 
 def _revoke(db_session: DbSession, *, session_pk: int, reason: str, now: datetime) -> bool:
@@ -530,18 +574,25 @@ def revoke_by_refresh_token(
 ) -> bool:
     """End the session a refresh token names (RFC 7009 revocation for API clients).
 
-    Any token of the session that passes the MAC check will do, the current one or an
-    older one: its holder could end the session through reuse detection anyway. Returns
-    whether a session was ended; raises nothing for a bad token, so callers can answer
-    the same way whatever was sent. Writes; does not commit.
+    The current token, or the previous one where rotation would still honour it, signs
+    the session out. A copy (what rotation would call reuse) ends it as reuse, with the
+    alarm: whoever holds a retired token is not the session's owner. Returns whether a
+    session was ended; raises nothing for a bad token, so callers can answer the same
+    way whatever was sent. Writes; does not commit.
     """
     try:
         session_id, counter = tokens.parse_refresh_token(refresh_token, keys=policy.keys)
     except InvalidToken:
         return False
     row = session_queries.load_session_with_user(db_session, session_id)
-    if row is None or counter > row.counter or not _is_live(row, now):
+    if row is None or not _is_live(row, now):
         return False
+    presented = _classify(row, counter, policy=policy, now=now)
+    if presented is Presented.AHEAD:
+        return False
+    if presented is Presented.REUSED:
+        _end_reused_session(db_session, row, session_id, counter=counter, now=now)
+        return True
     return revoke_session(
         db_session,
         session_id,

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 import jwt
 
 ACCESS_ALGORITHM = "HS256"
-REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "iat", "exp", "jti")
+# `ctr`: the rotation counter of the refresh token handed out with this access token, so
+# that using it proves that rotation reached its holder (see sessions.rotate_refresh_token).
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "ctr", "iat", "exp", "jti")
+MAX_COUNTER = 9_999_999_999
 # Anything longer than this is not a token we issued; refuse it before parsing.
 MAX_TOKEN_LENGTH = 2048
 
@@ -72,6 +75,7 @@ class KeyRing:
 class AccessClaims:
     user_id: int
     session_id: str
+    counter: int
     issued_at: int
     expires_at: int
     token_id: str
@@ -81,6 +85,7 @@ def encode_access_token(
     *,
     user_id: int,
     session_id: str,
+    counter: int,
     issued_at: int,
     expires_at: int,
     keys: KeyRing,
@@ -92,6 +97,7 @@ def encode_access_token(
         "aud": audience,
         "sub": str(user_id),
         "sid": session_id,
+        "ctr": counter,
         "iat": issued_at,
         "exp": expires_at,
         "jti": secrets.token_urlsafe(12),
@@ -141,7 +147,7 @@ def _verified_claims(token: str, keys: KeyRing, issuer: str, audience: str) -> A
     except jwt.InvalidTokenError as error:
         raise InvalidToken(str(error)) from None
 
-    sub, sid, iat, exp, jti = (claims.get(name) for name in ("sub", "sid", "iat", "exp", "jti"))
+    sub, sid, ctr, iat, exp, jti = (claims.get(name) for name in ("sub", "sid", "ctr", "iat", "exp", "jti"))
     if not (
         isinstance(sub, str)
         and sub.isascii()
@@ -149,11 +155,13 @@ def _verified_claims(token: str, keys: KeyRing, issuer: str, audience: str) -> A
         and len(sub) <= 18
         and isinstance(sid, str)
         and isinstance(jti, str)
+        and type(ctr) is int
+        and 0 <= ctr <= MAX_COUNTER
         and type(iat) is int
         and type(exp) is int
     ):
         raise InvalidToken("malformed claims")
-    return AccessClaims(user_id=int(sub), session_id=sid, issued_at=iat, expires_at=exp, token_id=jti)
+    return AccessClaims(user_id=int(sub), session_id=sid, counter=ctr, issued_at=iat, expires_at=exp, token_id=jti)
 
 
 def _refresh_mac(key: bytes, session_id: str, counter: int) -> str:

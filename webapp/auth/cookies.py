@@ -48,6 +48,10 @@ def write_auth_cookies(response: Response) -> Response:
         max_age=seconds_until(issued.access_expires_at, now),
         **attributes,
     )
+    if not issued.new_refresh_token:
+        # A grace answer: the browser keeps its refresh cookie (the parallel request
+        # that rotated sets the new one, and must not be overwritten by an older one).
+        return response
     # Without "remember me" the refresh cookie ends with the browser session.
     refresh_max_age = seconds_until(issued.refresh_expires_at, now) if issued.persistent else None
     response.set_cookie(refresh_cookie_name(), issued.refresh_token, max_age=refresh_max_age, **attributes)
