@@ -110,10 +110,16 @@ def test_logout_revokes_and_forgets_the_tokens(live_url, browser, tmp_path):
     token_file = tmp_path / "tokens.json"
     run_client(live_url, token_file, "login", "alice@example.com", "--password-stdin", stdin=PASSWORD + "\n")
     tokens = json.loads(token_file.read_text())
+    api_row = f'data-session-id="{tokens["session_id"]}"'
+    assert api_row in browser.get("/account/sessions").get_data(as_text=True)  # listed while signed in
     result = run_client(live_url, token_file, "logout")
     assert result.returncode == 0 and not token_file.exists()
-    page = browser.get("/account/sessions").get_data(as_text=True)
-    assert f'data-session-id="{tokens["session_id"]}"' not in page
+    response = browser.get("/account/sessions")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    own_session = browser.get("/api/me").json["session_id"]
+    assert f'data-session-id="{own_session}"' in page  # the page lists sessions: the browser's own
+    assert api_row not in page
 
 
 def test_wrong_password_says_so_and_saves_nothing(live_url, browser, tmp_path):

@@ -99,7 +99,9 @@ def test_prune_removes_exactly_the_ended_sessions_and_old_events(app, runner, se
 
 
 def test_live_sessions_keep_working_after_prune(app, runner, clock, seeded):
-    runner.invoke(args=["prune"])
+    result = runner.invoke(args=["prune"])
+    assert result.exit_code == 0, result.output
+    assert "Removed 3 sessions" in result.output
     browser = seeded["browser"]
     assert browser.get("/account").status_code == 200
     # And their refresh tokens still rotate.
@@ -109,9 +111,12 @@ def test_live_sessions_keep_working_after_prune(app, runner, clock, seeded):
 
 
 def test_prune_twice_removes_nothing_the_second_time(runner, seeded):
-    runner.invoke(args=["prune"])
-    result = runner.invoke(args=["prune"])
-    assert "Removed 0 sessions" in result.output and "and 0 security events" in result.output
+    first = runner.invoke(args=["prune"])
+    assert first.exit_code == 0, first.output
+    assert "Removed 3 sessions" in first.output and "and 2 security events" in first.output
+    second = runner.invoke(args=["prune"])
+    assert second.exit_code == 0, second.output
+    assert "Removed 0 sessions" in second.output and "and 0 security events" in second.output
 
 
 def test_prune_works_in_batches_that_each_commit(ctx, clock):
