@@ -24,6 +24,8 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# gunicorn also reads ./gunicorn.conf.py: threaded workers, so a client that stalls
+# mid-request holds one thread, not a whole worker (tests/test_serving.py starts this line).
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - wsgi:app

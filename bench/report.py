@@ -79,8 +79,9 @@ def render_report(results: BenchResults, settings: Settings) -> str:
         f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}. "
         f"Run: {results.started_at:%Y-%m-%d %H:%M UTC}, {settings.rounds} rounds ({settings.scale_rounds} for the "
         f"scale row) of {settings.seconds:g} s per side (at least 3 s for sign-in), alternating.",
-        f"Settings: gunicorn {settings.workers} sync workers, wrk 1 thread {settings.connections} connections "
-        f"(1 for latencies), APP_ENV=production, BCRYPT_ROUNDS={settings.bcrypt_rounds}, SQLite in WAL mode; "
+        f"Settings: gunicorn {settings.workers} gthread workers (gunicorn.conf.py), "
+        f"wrk 1 thread {settings.connections} connections (1 for latencies), APP_ENV=production, "
+        f"BCRYPT_ROUNDS={settings.bcrypt_rounds}, SQLite in WAL mode; "
         f"{scale.bulk_insert_seconds:.1f} s to bulk-insert {settings.scale_rows:,} sessions.",
         f"Page sizes: / (signed out) {sizes.signed_out_root:,} bytes, /account (signed in) "
         f"{sizes.signed_in_account:,} bytes, /account (rotating) {sizes.rotating_account:,} bytes, "

@@ -168,7 +168,8 @@ class Server:
 
 @contextmanager
 def serve(app: AppUnderTest, workers: int) -> Iterator[Server]:
-    """gunicorn serving `app` with `workers` sync workers on a free port, once it answers
+    """gunicorn serving `app` with `workers` workers on a free port (threaded, as
+    gunicorn.conf.py in the project root says, like `make run`), once it answers
     /healthz; stopped on the way out. Raises SystemExit if it does not start in 30 s."""
     port = free_port()
     process = subprocess.Popen(

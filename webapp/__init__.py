@@ -12,7 +12,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, errors
-from .config import apply_derived_settings, load_config
+from .config import apply_derived_settings, keeps_database_in, load_config, make_private_directory
 from .extensions import db, migrate
 from .retention import PruneSchedule, RetentionPolicy
 from .sessions import SessionPolicy
@@ -20,12 +20,17 @@ from .sessions import SessionPolicy
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str] | None = None) -> Flask:
+def create_app(
+    test_config: Mapping | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    instance_path: str | os.PathLike[str] | None = None,
+) -> Flask:
     app = Flask(
         __name__,
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
-        instance_path=str(PROJECT_ROOT / "instance"),
+        instance_path=os.fspath(instance_path or PROJECT_ROOT / "instance"),
     )
     app.config.update(load_config(os.environ if environ is None else environ, Path(app.instance_path)))
     app.json = SafeJSONProvider(app)
@@ -33,6 +38,9 @@ def create_app(test_config: Mapping | None = None, *, environ: Mapping[str, str]
     if test_config:
         app.config.update(test_config)
     apply_derived_settings(app.config)
+    # Before the database is first opened: SQLite then creates its files inside it.
+    if keeps_database_in(app.config["SQLALCHEMY_DATABASE_URI"], Path(app.instance_path)):
+        make_private_directory(Path(app.instance_path))
 
     if app.config["TRUSTED_PROXIES"]:
         n = app.config["TRUSTED_PROXIES"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +55,34 @@ def parse_limit(name: str, value: str) -> str:
     return value
 
 
+def make_private_directory(path: Path) -> None:
+    """Create `path` with mode 0700, or take group and other bits off it if it is ours.
+
+    The instance folder holds the development secret and the SQLite database. SQLite
+    creates its files (the database, then `-wal` and `-shm`) 0644 less the umask, at
+    first use, in whichever thread or process connects first: a umask of 077 would be
+    process-wide and race with other threads, and a chmod afterwards would leave a window
+    and miss the files SQLite (or a backup copy) makes later. A folder nobody else can
+    enter protects every file in it, whoever creates it and whenever. A folder left 0755
+    by an earlier version is tightened; one owned by another user is the operator's
+    deliberate setup, and left alone.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.stat()
+    if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) & 0o077:
+        path.chmod(0o700)
+
+
+def keeps_database_in(database_url: str, instance_path: Path) -> bool:
+    """Whether the database is an SQLite file in the instance folder. Relative SQLite
+    paths count: Flask-SQLAlchemy resolves them against the instance folder."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return False
+    path = Path(url.database)
+    return not path.is_absolute() or path.resolve().is_relative_to(instance_path.resolve())
+
+
 def development_secret_key(instance_path: Path) -> str:
     """Read the development secret from `instance/`, creating it exactly once.
 
@@ -61,7 +90,7 @@ def development_secret_key(instance_path: Path) -> str:
     one of them write the key and the others read it.
     """
     path = instance_path / "secret_key"
-    instance_path.mkdir(parents=True, exist_ok=True)
+    make_private_directory(instance_path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -103,6 +132,14 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
     database_url = get("DATABASE_URL") or f"sqlite:///{instance_path / 'webapp.sqlite3'}"
 
     cookie_secure = parse_bool("COOKIE_SECURE", get("COOKIE_SECURE", "on" if production else "off"))
+    allow_insecure_cookies = parse_bool("ALLOW_INSECURE_COOKIES", get("ALLOW_INSECURE_COOKIES", "off"))
+    if production and not cookie_secure and not allow_insecure_cookies:
+        raise ConfigError(
+            "COOKIE_SECURE is off in production: the sign-in cookies would travel over plain HTTP and lose "
+            "their __Host- names, which keep other subdomains from planting cookies. Serve over HTTPS and "
+            "leave COOKIE_SECURE on. Only to try production settings over plain HTTP on your own machine, "
+            "set ALLOW_INSECURE_COOKIES=on as well."
+        )
     samesite = get("COOKIE_SAMESITE", "Lax").strip().capitalize()
     if samesite not in ("Lax", "Strict"):
         raise ConfigError(f"COOKIE_SAMESITE must be Lax or Strict (got {samesite!r})")
@@ -123,6 +160,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
         "SESSION_MAX_AGE": max_age,
         "REFRESH_REUSE_GRACE": parse_int("REFRESH_REUSE_GRACE", get("REFRESH_REUSE_GRACE", "10")),
         "COOKIE_SECURE": cookie_secure,
+        "ALLOW_INSECURE_COOKIES": allow_insecure_cookies,
         "COOKIE_SAMESITE": samesite,
         "BCRYPT_ROUNDS": parse_int("BCRYPT_ROUNDS", get("BCRYPT_ROUNDS", "12"), minimum=4),
         "RATELIMIT_STORAGE_URI": get("RATELIMIT_STORAGE_URI", "memory://"),

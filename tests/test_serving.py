@@ -1,0 +1,149 @@
+"""The server `make run` starts: clients that send half a request and stall must not
+stall it for everybody else.
+
+The command line is the Makefile's own (`make -n run` prints it with its variables
+expanded), run from the project root as `make run` runs it, so gunicorn reads
+`gunicorn.conf.py` there just the same. Only the port (the kernel picks a free one) and
+the database (a temporary SQLite file) are the test's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import TEST_SECRET
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT = 60
+# A request from a well-behaved client beside the stalled ones: answered at once, and
+# in any case far sooner than gunicorn's worker timeout (30 s), which is what finally
+# frees a sync worker held by a stalled client.
+ANSWER_WITHIN = 3
+HALF_A_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow"
+
+
+@dataclass
+class Server:
+    base_url: str
+    host: str
+    port: int
+    workers: int
+
+
+def make_run_gunicorn_command() -> list[str]:
+    """The gunicorn command of `make run` on 127.0.0.1 and a free port, as make expands
+    it (`-n`: nothing is run), with the gunicorn of the interpreter running the tests."""
+    # Flags of an outer `make test` must not reach this make.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "run", "HOST=127.0.0.1", "PORT=0"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "gunicorn" in line]
+    assert len(lines) == 1, f"expected one gunicorn command in `make -n run`:\n{result.stdout}"
+    command = shlex.split(lines[0])
+    assert Path(command[0]).name == "gunicorn", f"not a plain gunicorn command line: {lines[0]}"
+    return [str(BIN / "gunicorn"), *command[1:]]
+
+
+def worker_count(command: list[str]) -> int:
+    for index, argument in enumerate(command):
+        if argument in ("-w", "--workers"):
+            return int(command[index + 1])
+        if argument.startswith("--workers="):
+            return int(argument.partition("=")[2])
+    return 1  # gunicorn's default, and gunicorn.conf.py sets no other
+
+
+@pytest.fixture
+def make_run_server(tmp_path) -> Iterator[Server]:
+    command = make_run_gunicorn_command()
+    env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "SECRET_KEY": TEST_SECRET,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
+        "BCRYPT_ROUNDS": "4",
+    }
+    env.pop("FLASK_APP", None)
+    upgrade = subprocess.run(
+        [BIN / "flask", "db", "upgrade"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert upgrade.returncode == 0, upgrade.stderr
+
+    # gunicorn's error log goes to stderr unless told otherwise: into a file, to read.
+    error_log = tmp_path / "gunicorn.log"
+    with error_log.open("w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        workers = worker_count(command)
+        base_url = wait_until_serving(process, error_log, workers)
+        host, port = base_url.removeprefix("http://").split(":")
+        yield Server(base_url=base_url, host=host, port=int(port), workers=workers)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_serving(process: subprocess.Popen, error_log: Path, workers: int) -> str:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    base_url = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{error_log.read_text()}")
+        text = error_log.read_text()
+        if base_url is None and (match := re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", text)):
+            base_url = match.group(1)
+        if base_url and text.count("Booting worker") >= workers:
+            try:
+                if requests.get(base_url + "/healthz", timeout=10).status_code == 200:
+                    return base_url
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn did not serve within {STARTUP_TIMEOUT}s:\n{error_log.read_text()}")
+
+
+def test_clients_that_stall_mid_request_do_not_stall_the_server(make_run_server):
+    server = make_run_server
+    # One more than there are worker processes: enough to hold every sync worker.
+    stalled = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(server.workers + 1)]
+    try:
+        for connection in stalled:
+            connection.sendall(HALF_A_REQUEST)
+        started = time.monotonic()
+        try:
+            response = requests.get(server.base_url + "/healthz", timeout=ANSWER_WITHIN)
+        except requests.Timeout:
+            pytest.fail(
+                f"/healthz went unanswered for {ANSWER_WITHIN}s while {len(stalled)} clients stalled mid-request "
+                f"on {server.workers} worker(s)"
+            )
+        assert response.status_code == 200
+        assert time.monotonic() - started < ANSWER_WITHIN
+    finally:
+        # Closed before gunicorn stops: a worker reading one of them gets its end at once.
+        for connection in stalled:
+            connection.close()
