@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
-WORKERS ?= 2
+WORKERS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: install install-test run test test-fast test-browser lint bench clean

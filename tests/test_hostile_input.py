@@ -39,7 +39,12 @@ SIGNED_IN_PROBE = "/api/me"
 def app_config():
     # Failed sign-ins count toward limits whose breach records a security event; the
     # limits are not under test here.
-    return {"LOGIN_LIMIT_PER_ACCOUNT": "100000 per minute", "LOGIN_LIMIT_PER_IP": "100000 per minute"}
+    return {
+        "LOGIN_LIMIT_PER_ACCOUNT": "100000 per minute",
+        "LOGIN_LIMIT_PER_IP": "100000 per minute",
+        "SIGN_IN_ATTEMPTS_PER_IP": "100000 per minute",
+        "NEW_SESSIONS_PER_USER_PER_HOUR": 100000,
+    }
 
 
 @pytest.fixture

@@ -101,6 +101,8 @@ def server(server_database, tmp_path_factory):
         # The rotation test may sign in up to MAX_BURSTS times too.
         "LOGIN_LIMIT_PER_ACCOUNT": "1000 per minute",
         "LOGIN_LIMIT_PER_IP": "1000 per minute",
+        "SIGN_IN_ATTEMPTS_PER_IP": "1000 per minute",
+        "NEW_SESSIONS_PER_USER_PER_HOUR": "1000",
     }
     env.pop("FLASK_APP", None)  # the project root's wsgi.py must be found on its own
     upgrade = subprocess.run(

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session as DbSession
 from . import passwords, sessions
 from .devices import Device
 from .models import User
-from .security_events import EventKind, record_event
+from .security_events import EventKind, devices_signed_out, record_event
+from .sessions import EndReason
 
 # Deliverability is proven by use, not by a parser: one @, a dot after it, and no
 # space or control character anywhere.
@@ -129,7 +130,7 @@ def change_password(
     this_session = sessions.session_times(db_session, session_id, user_id=user_id, now=now)
     set_password(db_session, user, new_password, rounds=rounds, now=now)
     ended = sessions.revoke_other_sessions(
-        db_session, user_id=user_id, keep_session_id=None, now=now, reason="password_changed", event=None
+        db_session, user_id=user_id, keep_session_id=None, now=now, reason=EndReason.PASSWORD_CHANGED
     )
     issued = sessions.start_session(
         db_session, user, policy=policy, now=now, device=device, persistent=this_session.persistent, event=None
@@ -142,7 +143,7 @@ def change_password(
         now=now,
         device=device,
         session_id=issued.session_id,
-        detail=f"{others} other session{'s' if others != 1 else ''} ended",
+        detail=devices_signed_out(others),
     )
     return issued
 
@@ -163,14 +164,11 @@ def disable_user(db_session: DbSession, email: str, *, now: datetime, device: De
     if user.disabled_at is None:
         user.disabled_at = now
     ended = sessions.revoke_other_sessions(
-        db_session,
-        user_id=user.id,
-        keep_session_id=None,
-        now=now,
-        reason="account_disabled",
-        event=EventKind.ACCOUNT_DISABLED,
-        device=device,
+        db_session, user_id=user.id, keep_session_id=None, now=now, reason=EndReason.ACCOUNT_DISABLED
     )
+    # Recorded even when no device was signed in: the account itself changed.
+    detail = devices_signed_out(ended, other=False)
+    record_event(db_session, user_id=user.id, kind=EventKind.ACCOUNT_DISABLED, now=now, device=device, detail=detail)
     return user, ended
 
 
@@ -192,12 +190,10 @@ def sign_out_everywhere(
     many sessions ended. Raises `UnknownUser`. Writes; does not commit."""
     user = _require_user(db_session, email)
     ended = sessions.revoke_other_sessions(
-        db_session,
-        user_id=user.id,
-        keep_session_id=None,
-        now=now,
-        reason="signed_out_by_operator",
-        event=EventKind.ALL_SESSIONS_REVOKED,
-        device=device,
+        db_session, user_id=user.id, keep_session_id=None, now=now, reason=EndReason.SIGNED_OUT_BY_OPERATOR
     )
+    if ended:
+        detail = devices_signed_out(ended, other=False)
+        kind = EventKind.ALL_SESSIONS_REVOKED
+        record_event(db_session, user_id=user.id, kind=kind, now=now, device=device, detail=detail)
     return user, ended

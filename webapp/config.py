@@ -168,6 +168,18 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
             "LOGIN_LIMIT_PER_ACCOUNT", get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes")
         ),
         "LOGIN_LIMIT_PER_IP": parse_limit("LOGIN_LIMIT_PER_IP", get("LOGIN_LIMIT_PER_IP", "50 per 15 minutes")),
+        "LOGIN_LIMIT_PER_DEVICE": parse_limit(
+            "LOGIN_LIMIT_PER_DEVICE", get("LOGIN_LIMIT_PER_DEVICE", "5 per 15 minutes")
+        ),
+        "SIGN_IN_ATTEMPTS_PER_IP": parse_limit(
+            "SIGN_IN_ATTEMPTS_PER_IP", get("SIGN_IN_ATTEMPTS_PER_IP", "30 per minute")
+        ),
+        "NEW_SESSIONS_PER_USER_PER_HOUR": parse_int(
+            "NEW_SESSIONS_PER_USER_PER_HOUR", get("NEW_SESSIONS_PER_USER_PER_HOUR", "20"), minimum=1
+        ),
+        "MAX_CONCURRENT_PASSWORD_CHECKS": parse_int(
+            "MAX_CONCURRENT_PASSWORD_CHECKS", get("MAX_CONCURRENT_PASSWORD_CHECKS", "2"), minimum=1
+        ),
         "MAX_SESSIONS_PER_USER": parse_int("MAX_SESSIONS_PER_USER", get("MAX_SESSIONS_PER_USER", "50"), minimum=1),
         "TRUSTED_PROXIES": parse_int("TRUSTED_PROXIES", get("TRUSTED_PROXIES", "0")),
         "PRUNE_AFTER_DAYS": parse_int("PRUNE_AFTER_DAYS", get("PRUNE_AFTER_DAYS", "30")),
@@ -208,11 +220,12 @@ def apply_derived_settings(config: dict) -> None:
         SQLALCHEMY_TRACK_MODIFICATIONS=False,
         # Forms here are tiny; anything bigger is an attack or a mistake.
         MAX_CONTENT_LENGTH=config.get("MAX_CONTENT_LENGTH") or 64 * 1024,
-        RATELIMIT_HEADERS_ENABLED=True,
+        # No X-RateLimit-* headers: they would tell anybody an account's remaining budget.
+        RATELIMIT_HEADERS_ENABLED=False,
         # Fixed windows: one atomic INCR per attempt, which auth/ratelimit.py can give back.
         RATELIMIT_STRATEGY="fixed-window",
         # A Redis that stops answering must cost a sign-in a second, not a hung worker;
-        # the limiter then fails open (swallow_errors in extensions.py).
+        # the sign-in limits then fail open (auth/ratelimit.py).
         RATELIMIT_STORAGE_OPTIONS=config.get("RATELIMIT_STORAGE_OPTIONS")
         or (
             {"socket_connect_timeout": 1, "socket_timeout": 1}

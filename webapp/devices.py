@@ -2,9 +2,10 @@
 
 `Device` is who is asking, as the web edge saw it; the engine stores it on sessions and
 security events. `device_words` turns a User-Agent into "Firefox 132 on Windows" with
-ua-parser's bundled rules (hand-written regexes rot as browsers change); `relative_time`
-turns a timestamp into "3 minutes ago", and `exact_time` gives the precise UTC moment
-for a `title`.
+ua-parser's bundled rules (hand-written regexes rot as browsers change), and
+`device_kind` says which icon to show for it; `relative_time` turns a timestamp into
+"3 minutes ago", `time_until` a future one into "in 30 days", and `exact_time` gives
+the precise UTC moment shown beside them (pages rewrite it to local time by script).
 """
 
 from __future__ import annotations
@@ -67,6 +68,32 @@ def device_words(user_agent: str | None, *, client_name: str | None = None) -> s
     return f"{browser} on {platform}"
 
 
+# What a device is, for its icon: a person tells a phone from a laptop at a glance.
+DEVICE_KINDS = ("computer", "phone", "tablet", "api", "unknown")
+
+
+def device_kind(user_agent: str | None, *, client_name: str | None = None) -> str:
+    """One of `DEVICE_KINDS` for a User-Agent: "api" for a non-browser client, "unknown"
+    when `device_words` would say "Unknown device"."""
+    if client_name:
+        return "api"
+    if not user_agent or not user_agent.strip():
+        return "unknown"
+    result = ua_parser.parse(user_agent.strip())
+    if _platform(result) is None:
+        return "unknown"
+    family = result.device.family if result.device is not None else ""
+    brand = (result.device.brand or "") if result.device is not None else ""
+    if family in ("iPad",) or "Tablet" in brand:
+        return "tablet"
+    if family in ("iPhone", "iPod"):
+        return "phone"
+    if result.os is not None and result.os.family in ("Android", "iOS"):
+        # Android phones say "Mobile"; Android tablets do not.
+        return "phone" if "Mobile" in user_agent else "tablet"
+    return "computer"
+
+
 def _platform(result: ua_parser.Result) -> str | None:
     if result.device is not None and result.device.family in _APPLE_HANDHELDS:
         return result.device.family
@@ -112,6 +139,33 @@ def _ago(count: int, unit: str) -> str:
     return f"{count} {unit}{'' if count == 1 else 's'} ago"
 
 
+def time_until(moment: datetime, *, now: datetime) -> str:
+    """A future `moment` in words relative to `now`, rounded to the nearest unit:
+    "in 5 minutes", "in 3 hours", "tomorrow", "in 30 days"; "now" once it has come.
+    Raises `ValueError` for a naive datetime."""
+    if moment.tzinfo is None or now.tzinfo is None:
+        raise ValueError("naive datetime: pass aware UTC datetimes")
+    seconds = (moment - now).total_seconds()
+    if seconds <= 0:
+        return "now"
+    if seconds < 45:
+        return "in less than a minute"
+    minutes = max(1, round(seconds / 60))
+    if minutes < 60:
+        return _in(minutes, "minute")
+    hours = round(seconds / 3600)
+    if hours < 24:
+        return _in(hours, "hour")
+    days = round(seconds / 86400)
+    if days == 1:
+        return "tomorrow"
+    return _in(days, "day")
+
+
+def _in(count: int, unit: str) -> str:
+    return f"in {count} {unit}{'' if count == 1 else 's'}"
+
+
 def exact_time(moment: datetime) -> str:
-    """The precise moment in UTC, for a `title`: "2026-01-15 12:00:00 UTC"."""
+    """The precise moment in UTC, shown beside the words: "2026-01-15 12:00:00 UTC"."""
     return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"

@@ -8,6 +8,7 @@ sign anybody out.
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -43,6 +44,16 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path in _JSON_PATHS
 
 
+def wait_in_words(seconds: int) -> str:
+    """How long until a retry, as a person says it: "in 40 seconds", "in 12 minutes"."""
+    if seconds < 60:
+        return f"in {seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 120:
+        return f"in {minutes} minute{'s' if minutes != 1 else ''}"
+    return f"in {math.ceil(minutes / 60)} hours"
+
+
 def error_response(status: int, message: str, *, code: str | None = None) -> Response:
     title = TITLES.get(status, "Error")
     if wants_json():
@@ -66,11 +77,16 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(error: HTTPException) -> Response:
         if error.code is None:
             return error
-        response = error_response(error.code, error.description or TITLES.get(error.code, "Error"))
+        headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+        message = error.description or TITLES.get(error.code, "Error")
+        retry_after = dict((name.lower(), value) for name, value in headers).get("retry-after")
+        if retry_after is not None and retry_after.isdigit():
+            # "Wait a few minutes" is not an answer: say how long.
+            message = f"{message} You can try again {wait_in_words(int(retry_after))}."
+        response = error_response(error.code, message)
         # Keep what the exception says in headers: Retry-After, Allow.
-        for name, value in error.get_headers():
-            if name.lower() != "content-type":
-                response.headers[name] = value
+        for name, value in headers:
+            response.headers[name] = value
         return response
 
     @app.errorhandler(DataError)

@@ -88,5 +88,7 @@ class SecurityEvent(Base):
     user_agent: Mapped[str] = mapped_column(String(512), default="")
     client_name: Mapped[str | None] = mapped_column(String(100))
     detail: Mapped[str | None] = mapped_column(String(200))
+    # For an alert: when its owner dealt with it ("This was me", or securing the account).
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_security_events_user_id_created_at", "user_id", "created_at"),)

@@ -9,13 +9,22 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
 from .devices import Device
 from .models import SecurityEvent
 
-__all__ = ["EventKind", "list_security_events", "record_event", "record_sign_in_rate_limited"]
+__all__ = [
+    "ALERTS",
+    "EventKind",
+    "acknowledge_alerts",
+    "devices_signed_out",
+    "list_open_alerts",
+    "list_security_events",
+    "record_event",
+    "record_sign_in_rate_limited",
+]
 
 
 class EventKind(enum.StrEnum):
@@ -56,6 +65,47 @@ def record_event(
             detail=detail,
         )
     )
+
+
+# Events a person should act on: shown as alerts until acknowledged.
+ALERTS = frozenset({EventKind.REFRESH_TOKEN_REUSED})
+
+
+def list_open_alerts(db_session: DbSession, *, user_id: int, limit: int = 5) -> list[SecurityEvent]:
+    """The user's alerts nobody has acknowledged yet, newest first. Reads only."""
+    return list(
+        db_session.execute(
+            select(SecurityEvent)
+            .where(
+                SecurityEvent.user_id == user_id,
+                SecurityEvent.kind.in_([str(kind) for kind in ALERTS]),
+                SecurityEvent.acknowledged_at.is_(None),
+            )
+            .order_by(SecurityEvent.created_at.desc(), SecurityEvent.id.desc())
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def acknowledge_alerts(db_session: DbSession, *, user_id: int, now: datetime, event_id: int | None = None) -> int:
+    """Mark `user_id`'s open alert `event_id` (None: all of them) as dealt with. Returns
+    how many were; 0 when that id is no open alert of this user. Writes; does not commit."""
+    condition = [
+        SecurityEvent.user_id == user_id,
+        SecurityEvent.kind.in_([str(kind) for kind in ALERTS]),
+        SecurityEvent.acknowledged_at.is_(None),
+    ]
+    if event_id is not None:
+        condition.append(SecurityEvent.id == event_id)
+    return db_session.execute(update(SecurityEvent).where(*condition).values(acknowledged_at=now)).rowcount
+
+
+def devices_signed_out(count: int, *, other: bool = True) -> str:
+    """An event's detail for `count` devices signed out, in words."""
+    if count == 0:
+        return "No other device was signed in" if other else "No device was signed in"
+    noun = "device" if count == 1 else "devices"
+    return f"{count} {'other ' if other else ''}{noun} signed out"
 
 
 def list_security_events(db_session: DbSession, *, user_id: int, limit: int = 20) -> list[SecurityEvent]:

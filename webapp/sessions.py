@@ -69,6 +69,21 @@ __all__ = [
 LAST_ACTIVE_RESOLUTION = timedelta(seconds=60)
 
 
+class EndReason(enum.StrEnum):
+    """Why a session ended: stored in `sessions.revoked_reason`, and what the browser
+    whose session it was is told when it next comes back."""
+
+    SIGNED_OUT = "signed_out"  # the device signed itself out
+    REVOKED_BY_USER = "revoked_by_user"  # signed out from another device
+    SIGNED_OUT_BY_USER = "signed_out_by_user"  # "sign out all other devices"
+    PASSWORD_CHANGED = "password_changed"
+    REUSE = "reuse"  # a copy of its refresh token was used
+    SESSION_LIMIT = "session_limit"  # more than MAX_SESSIONS_PER_USER devices
+    ACCOUNT_DISABLED = "account_disabled"
+    SIGNED_OUT_BY_OPERATOR = "signed_out_by_operator"
+    EXPIRED = "expired"  # idle or absolute end; never stored: the times say it
+
+
 class SignedOut(Exception):
     """The credentials presented do not sign anybody in."""
 
@@ -78,7 +93,13 @@ class SessionInactive(SignedOut):
 
 
 class RefreshRejected(SignedOut):
-    """The refresh token is forged, malformed, unknown, lapsed, revoked or from the future."""
+    """The refresh token is forged, malformed, unknown, lapsed, revoked or from the future.
+    `reason` says why its session ended, when it had one (None for a forged token or a
+    counter ahead of the session: nothing to tell a person)."""
+
+    def __init__(self, message: str, *, reason: EndReason | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 class RefreshTokenReused(RefreshRejected):
@@ -86,7 +107,7 @@ class RefreshTokenReused(RefreshRejected):
     and its event have been added to the unit of work: the caller must commit them."""
 
     def __init__(self, session_id: str, user_id: int):
-        super().__init__(f"refresh token of session {session_id} reused")
+        super().__init__(f"refresh token of session {session_id} reused", reason=EndReason.REUSE)
         self.session_id = session_id
         self.user_id = user_id
 
@@ -263,6 +284,18 @@ def _is_live(row, now: datetime) -> bool:
     return row.revoked_at is None and row.disabled_at is None and now < row.expires_at and now < row.idle_expires_at
 
 
+def _end_reason(row, now: datetime) -> EndReason | None:
+    """Why the session of `row` (not live at `now`) is over."""
+    if row.revoked_at is not None:
+        try:
+            return EndReason(row.revoked_reason)
+        except ValueError:
+            return None  # a reason a newer release wrote
+    if row.disabled_at is not None:
+        return EndReason.ACCOUNT_DISABLED
+    return EndReason.EXPIRED
+
+
 def build_session(
     user_id: int, *, policy: SessionPolicy, now: datetime, device: Device = Device(), persistent: bool = False
 ) -> Session:
@@ -335,7 +368,7 @@ def _end_sessions_over_limit(
         .offset(policy.max_sessions_per_user - 1)
     ).all()
     for session_pk, session_id in over_limit:
-        if _revoke(db_session, session_pk=session_pk, reason="session_limit", now=now):
+        if _revoke(db_session, session_pk=session_pk, reason=EndReason.SESSION_LIMIT, now=now):
             record_event(
                 db_session,
                 user_id=user_id,
@@ -447,8 +480,11 @@ def rotate_refresh_token(
         raise RefreshRejected("invalid refresh token") from None
 
     row = session_queries.load_session_with_user(db_session, session_id)
-    if row is None or not _is_live(row, now):
-        raise RefreshRejected("session is not active")
+    if row is None:
+        # Pruned, long after it ended.
+        raise RefreshRejected("unknown session", reason=EndReason.EXPIRED)
+    if not _is_live(row, now):
+        raise RefreshRejected("session is not active", reason=_end_reason(row, now))
 
     presented = _classify(row, counter, policy=policy, now=now)
     if presented is Presented.CURRENT:
@@ -459,7 +495,7 @@ def rotate_refresh_token(
         # its rotation is committed and this read sees it.
         row = session_queries.load_session_with_user(db_session, session_id)
         if row is None or not _is_live(row, now):
-            raise RefreshRejected("session ended during rotation")
+            raise RefreshRejected("session ended during rotation", reason=row and _end_reason(row, now))
         presented = _classify(row, counter, policy=policy, now=now)
 
     if presented is Presented.AHEAD:
@@ -493,15 +529,15 @@ def rotate_refresh_token(
 
 
 def _end_reused_session(db_session: DbSession, row, session_id: str, *, counter: int, now: datetime) -> None:
-    _revoke(db_session, session_pk=row.id, reason="reuse", now=now)
+    _revoke(db_session, session_pk=row.id, reason=EndReason.REUSE, now=now)
+    # The event names the device whose sign-in was copied, as it signed in.
     record_event(
         db_session,
         user_id=row.user_id,
         kind=EventKind.REFRESH_TOKEN_REUSED,
         now=now,
-        device=Device(client_name=row.client_name),
+        device=Device(user_agent=row.user_agent, ip_address=row.ip_address, client_name=row.client_name),
         session_id=session_id,
-        detail=f"token {counter} presented after rotation to {row.counter}",
     )
 
 
@@ -521,19 +557,22 @@ def revoke_session(
     *,
     user_id: int,
     now: datetime,
-    reason: str = "signed_out",
+    reason: EndReason = EndReason.SIGNED_OUT,
     event: EventKind = EventKind.SIGNED_OUT,
-    device: Device = Device(),
 ) -> bool:
-    """End one session of `user_id`, recording `event`. Returns False (and writes
-    nothing) when no active session of that user has this id, so callers can answer 404
-    without saying whether it exists for someone else. Writes; does not commit."""
+    """End one session of `user_id`, recording `event` about that session's device (the
+    one that ended, not the one that ended it). Returns False (and writes nothing) when
+    no active session of that user has this id, so callers can answer 404 without
+    saying whether it exists for someone else. Writes; does not commit."""
     row = db_session.execute(
-        select(Session.id).where(Session.public_id == session_id, Session.user_id == user_id, _active(now))
+        select(Session.id, Session.user_agent, Session.ip_address, Session.client_name).where(
+            Session.public_id == session_id, Session.user_id == user_id, _active(now)
+        )
     ).one_or_none()
     if row is None or not _revoke(db_session, session_pk=row.id, reason=reason, now=now):
         return False
-    record_event(db_session, user_id=user_id, kind=event, now=now, device=device, session_id=session_id)
+    ended_device = Device(user_agent=row.user_agent, ip_address=row.ip_address, client_name=row.client_name)
+    record_event(db_session, user_id=user_id, kind=event, now=now, device=ended_device, session_id=session_id)
     return True
 
 
@@ -543,35 +582,20 @@ def revoke_other_sessions(
     user_id: int,
     keep_session_id: str | None,
     now: datetime,
-    reason: str = "signed_out_by_user",
-    event: EventKind | None = EventKind.OTHER_SESSIONS_REVOKED,
-    device: Device = Device(),
+    reason: EndReason = EndReason.SIGNED_OUT_BY_USER,
 ) -> int:
     """End every active session of `user_id` except `keep_session_id` (None ends all).
-    Returns how many were ended. Records `event` when it is given. Writes; does not
-    commit."""
+    Returns how many were ended; the caller records the event its action deserves (one
+    that ended nothing may deserve none). Writes; does not commit."""
     # Only active sessions: lapsed ones are already over, and counting them would tell
     # the user about devices the sessions page never showed.
     condition = [Session.user_id == user_id, _active(now)]
     if keep_session_id is not None:
         condition.append(Session.public_id != keep_session_id)
-    ended = db_session.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
-    if event is not None:
-        record_event(
-            db_session,
-            user_id=user_id,
-            kind=event,
-            now=now,
-            device=device,
-            session_id=keep_session_id,
-            detail=f"{ended} session{'s' if ended != 1 else ''} ended",
-        )
-    return ended
+    return db_session.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
 
 
-def revoke_by_refresh_token(
-    db_session: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime, device: Device = Device()
-) -> bool:
+def revoke_by_refresh_token(db_session: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime) -> bool:
     """End the session a refresh token names (RFC 7009 revocation for API clients).
 
     The current token, or the previous one where rotation would still honour it, signs
@@ -593,15 +617,7 @@ def revoke_by_refresh_token(
     if presented is Presented.REUSED:
         _end_reused_session(db_session, row, session_id, counter=counter, now=now)
         return True
-    return revoke_session(
-        db_session,
-        session_id,
-        user_id=row.user_id,
-        now=now,
-        reason="signed_out",
-        event=EventKind.SIGNED_OUT,
-        device=replace(device, client_name=row.client_name),
-    )
+    return revoke_session(db_session, session_id, user_id=row.user_id, now=now)
 
 
 def list_active_sessions(db_session: DbSession, *, user_id: int, now: datetime) -> list[Session]:

@@ -133,9 +133,10 @@ def browser():
 class Device:
     """One browser profile (a Playwright context): its own cookies, like a separate device."""
 
-    def __init__(self, browser, server: LiveServer):
+    def __init__(self, browser, server: LiveServer, **options):
         self.server = server
-        self.context = browser.new_context(base_url=server.url, viewport={"width": 1100, "height": 800})
+        options.setdefault("viewport", {"width": 1100, "height": 800})
+        self.context = browser.new_context(base_url=server.url, **options)
         self.context.set_default_timeout(ACTION_TIMEOUT_MS)
         self.page = self.context.new_page()
 
@@ -172,6 +173,12 @@ class Device:
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_load_state()
 
+    def session_id(self, page=None) -> str:
+        """This device's session id, as `/api/me` gives it (pages show no raw id)."""
+        response = (page or self.page).request.get("/api/me")
+        assert response.ok, response.status
+        return response.json()["session_id"]
+
     def signed_in_email(self, page=None) -> str | None:
         nav = (page or self.page).locator("[data-testid=signed-in-email]")
         return nav.inner_text() if nav.count() else None
@@ -193,8 +200,9 @@ def devices(browser, live_server) -> Iterator:
     """`devices()` opens a new device; all are closed after the test."""
     opened: list[Device] = []
 
-    def open_device() -> Device:
-        device = Device(browser, live_server)
+    def open_device(**options) -> Device:
+        """`options` go to Playwright's `new_context` (user_agent, viewport, color_scheme...)."""
+        device = Device(browser, live_server, **options)
         opened.append(device)
         return device
 
@@ -216,7 +224,12 @@ def email(request) -> str:
     return f"{request.node.name.removeprefix('test_')[:16]}-{next(_emails)}@example.com".replace("_", "-")
 
 
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+
+
 @pytest.fixture(scope="session")
-def screenshots(tmp_path_factory) -> Path:
-    """Where the screenshots of the main pages go: pytest's temporary folder for this run."""
-    return tmp_path_factory.mktemp("screenshots")
+def screenshots() -> Path:
+    """Where the screenshots of the pages go: tests/browser/screenshots/ (ignored by git),
+    overwritten by each run."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    return SCREENSHOTS

@@ -56,7 +56,7 @@ def test_clicking_a_link_after_access_expiry_keeps_the_user_signed_in(device, em
 def test_a_page_load_firing_parallel_api_requests_after_expiry_ends_signed_in(device, email, live_server):
     device.register(email)
     page = device.page
-    session_id = page.get_by_test_id("session-id").inner_text()
+    session_id = device.session_id()
     page.locator("[data-session-panel][data-loaded=true]").wait_for()
     device.wait_for_access_expiry()
     refresh_before = device.cookie_value("refresh_token")

@@ -67,7 +67,7 @@ def test_scripts_cannot_see_the_tokens_and_cookies_are_httponly_lax(device, emai
 def test_sign_out_then_back_button_shows_no_account_data(device, email):
     device.register(email)
     page = device.page
-    session_id = page.get_by_test_id("session-id").inner_text()
+    session_id = device.session_id()
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url("**/auth/login")
 

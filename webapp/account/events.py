@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..security_events import EventKind
+from ..security_events import ALERTS, EventKind
 
 EVENT_LABELS: dict[EventKind, str] = {
     EventKind.SIGNED_IN: "Signed in",
@@ -18,8 +18,7 @@ EVENT_LABELS: dict[EventKind, str] = {
     EventKind.ALL_SESSIONS_REVOKED: "Signed out everywhere by an administrator",
 }
 
-# Events a person should act on; the page shows them as alerts.
-ALARMING = {EventKind.REFRESH_TOKEN_REUSED}
+ALARMING = ALERTS
 
 
 def event_label(kind: str) -> str:

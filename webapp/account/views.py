@@ -9,24 +9,36 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from .. import accounts, sessions
 from ..auth.hooks import current_device, current_policy, current_time, login_required
-from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
+from ..auth.ratelimit import limit_password_confirmation, note_failed_sign_in
 from ..auth.request_auth import current_auth
 from ..auth.views import signed_out_response
 from ..database import unit_of_work
-from ..devices import device_words, exact_time, relative_time
+from ..devices import device_kind, device_words, exact_time, relative_time, time_until
 from ..extensions import db
-from ..security_events import EventKind, list_security_events
+from ..security_events import (
+    EventKind,
+    acknowledge_alerts,
+    devices_signed_out,
+    list_open_alerts,
+    list_security_events,
+    record_event,
+)
+from ..sessions import EndReason
+from .activity import event_explanation
 from .events import event_label, is_alarming
 from .forms import PasswordChangeForm
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
 SECURITY_EVENTS_SHOWN = 20
+# The account page shows the latest few; the devices page has the rest.
+SECURITY_EVENTS_ON_PROFILE = 5
 
 
 @dataclass(frozen=True)
 class Moment:
-    """A time as the page shows it: words, and the exact UTC time for a `title`."""
+    """A time as the page shows it: words ("3 minutes ago", "in 30 days") and the exact
+    UTC time beside them, which static/js/local-times.js rewrites to the viewer's zone."""
 
     words: str
     exact: str
@@ -36,11 +48,16 @@ class Moment:
     def of(cls, moment: datetime, now: datetime) -> Moment:
         return cls(words=relative_time(moment, now=now), exact=exact_time(moment), iso=moment.isoformat())
 
+    @classmethod
+    def ahead(cls, moment: datetime, now: datetime) -> Moment:
+        return cls(words=time_until(moment, now=now), exact=exact_time(moment), iso=moment.isoformat())
+
 
 @dataclass(frozen=True)
 class DeviceRow:
     session_id: str
     device: str
+    kind: str
     ip_address: str
     signed_in: Moment
     last_active: Moment
@@ -48,19 +65,64 @@ class DeviceRow:
 
 
 @dataclass(frozen=True)
+class AlertRow:
+    """An open stolen-token alert: what happened to which device, and when."""
+
+    event_id: int
+    at: Moment
+    device: str
+    ip_address: str
+
+
+@dataclass(frozen=True)
 class EventRow:
+    kind: str
     label: str
+    explanation: str | None
     alarming: bool
     at: Moment
     device: str
     ip_address: str
-    detail: str | None
+    this_session: bool
+
+
+def security_activity(user_id: int, session_id: str, now: datetime, *, limit: int) -> list[EventRow]:
+    """The user's latest security events as both pages list them, newest first."""
+    return [
+        EventRow(
+            kind=event.kind,
+            label=event_label(event.kind),
+            explanation=event_explanation(event.kind),
+            alarming=is_alarming(event.kind),
+            at=Moment.of(event.created_at, now),
+            device=device_words(event.user_agent, client_name=event.client_name),
+            ip_address=event.ip_address,
+            this_session=event.session_public_id == session_id,
+        )
+        for event in list_security_events(db.session, user_id=user_id, limit=limit)
+    ]
 
 
 @bp.get("")
 @login_required
 def profile():
-    return render_template("account/profile.html")
+    me, now = current_auth().signed_in, current_time()
+    try:
+        times = sessions.session_times(db.session, me.session_id, user_id=me.user_id, now=now)
+    except sessions.SessionInactive:
+        return signed_out_response("Your session has ended. Please sign in again.")
+    device = current_device()
+    return render_template(
+        "account/profile.html",
+        device=device_words(device.user_agent, client_name=device.client_name),
+        device_kind=device_kind(device.user_agent, client_name=device.client_name),
+        ip_address=device.ip_address,
+        signed_in_at=Moment.of(times.created_at, now),
+        idle_expires_at=Moment.ahead(times.idle_expires_at, now),
+        expires_at=Moment.ahead(times.expires_at, now),
+        persistent=times.persistent,
+        events=security_activity(me.user_id, me.session_id, now, limit=SECURITY_EVENTS_ON_PROFILE),
+    )
 
 
 @bp.get("/sessions", endpoint="sessions")
@@ -71,6 +133,7 @@ def session_list():
         DeviceRow(
             session_id=session.public_id,
             device=device_words(session.user_agent, client_name=session.client_name),
+            kind=device_kind(session.user_agent, client_name=session.client_name),
             ip_address=session.ip_address,
             signed_in=Moment.of(session.created_at, now),
             last_active=Moment.of(session.last_active_at, now),
@@ -80,23 +143,17 @@ def session_list():
     ]
     # This device first: it is the one a person looks for.
     rows.sort(key=lambda row: not row.current)
-    events = [
-        EventRow(
-            label=event_label(event.kind),
-            alarming=is_alarming(event.kind),
+    events = security_activity(me.user_id, me.session_id, now, limit=SECURITY_EVENTS_SHOWN)
+    alerts = [
+        AlertRow(
+            event_id=event.id,
             at=Moment.of(event.created_at, now),
             device=device_words(event.user_agent, client_name=event.client_name),
             ip_address=event.ip_address,
-            detail=event.detail,
         )
-        for event in list_security_events(db.session, user_id=me.user_id, limit=SECURITY_EVENTS_SHOWN)
+        for event in list_open_alerts(db.session, user_id=me.user_id)
     ]
-    return render_template(
-        "account/sessions.html",
-        rows=rows,
-        events=events,
-        alarms=[event for event in events if event.alarming],
-    )
+    return render_template("account/sessions.html", rows=rows, events=events, alerts=alerts)
 
 
 @bp.post("/sessions/<session_id>/revoke")
@@ -110,9 +167,8 @@ def revoke(session_id: str):
             session_id,
             user_id=me.user_id,
             now=current_time(),
-            reason="signed_out" if current else "revoked_by_user",
+            reason=EndReason.SIGNED_OUT if current else EndReason.REVOKED_BY_USER,
             event=EventKind.SIGNED_OUT if current else EventKind.SESSION_REVOKED,
-            device=current_device(),
         )
     if not ended:
         # The same answer whether the session is someone else's, ended, or never existed.
@@ -128,9 +184,18 @@ def revoke(session_id: str):
 def revoke_others():
     me = current_auth().signed_in
     with unit_of_work(db.session):
-        ended = sessions.revoke_other_sessions(
-            db.session, user_id=me.user_id, keep_session_id=me.session_id, now=current_time(), device=current_device()
-        )
+        now = current_time()
+        ended = sessions.revoke_other_sessions(db.session, user_id=me.user_id, keep_session_id=me.session_id, now=now)
+        if ended:  # a click that ended nothing is not an event
+            record_event(
+                db.session,
+                user_id=me.user_id,
+                kind=EventKind.OTHER_SESSIONS_REVOKED,
+                now=now,
+                device=current_device(),
+                session_id=me.session_id,
+                detail=devices_signed_out(ended),
+            )
     if ended:
         flash(f"Signed out {ended} other device{'s' if ended != 1 else ''}.", "success")
     else:
@@ -139,7 +204,7 @@ def revoke_others():
 
 
 @bp.route("/password", methods=["GET", "POST"])
-@limit_sign_in
+@limit_password_confirmation(PasswordChangeForm)
 @login_required
 def password():
     form = PasswordChangeForm()
@@ -171,3 +236,40 @@ def password():
             flash("Your password has been changed and every other device has been signed out.", "success")
             return redirect(url_for("account.sessions"))
     return render_template("account/password.html", form=form)
+
+
+@bp.post("/alerts/<int:event_id>/dismiss")
+@login_required
+def dismiss_alert(event_id: int):
+    """ "This was me": the alert goes; the event stays in the activity list."""
+    me = current_auth().signed_in
+    with unit_of_work(db.session):
+        dismissed = acknowledge_alerts(db.session, user_id=me.user_id, now=current_time(), event_id=event_id)
+    if not dismissed:
+        abort(404)  # not an open alert of this user
+    flash("Thanks: the alert is gone. The event stays in your security activity.", "info")
+    return redirect(url_for("account.sessions"))
+
+
+@bp.post("/secure")
+@login_required
+def secure_account():
+    """ "Secure my account": every other device is signed out now, the alerts are dealt
+    with, and the next step is a new password (which ends this session's tokens too)."""
+    me, now = current_auth().signed_in, current_time()
+    with unit_of_work(db.session):
+        ended = sessions.revoke_other_sessions(db.session, user_id=me.user_id, keep_session_id=me.session_id, now=now)
+        if ended:
+            record_event(
+                db.session,
+                user_id=me.user_id,
+                kind=EventKind.OTHER_SESSIONS_REVOKED,
+                now=now,
+                device=current_device(),
+                session_id=me.session_id,
+                detail=devices_signed_out(ended),
+            )
+        acknowledge_alerts(db.session, user_id=me.user_id, now=now)
+    others = "Every other device has been signed out" if ended else "No other device was signed in"
+    flash(f"{others}. Now choose a new password, so that nobody can sign in with the old one.", "success")
+    return redirect(url_for("account.password"))

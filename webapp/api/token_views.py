@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from .. import accounts, sessions
 from ..auth.hooks import current_device, current_policy, current_time
-from ..auth.ratelimit import limit_sign_in, note_failed_sign_in
+from ..auth.ratelimit import note_failed_sign_in, sign_in_attempt
 from ..database import unit_of_work
 from ..extensions import db
 from ..passwords import MAX_LENGTH
@@ -78,16 +78,21 @@ def token_response(issued: IssuedTokens):
 
 
 @bp.post("/token")
-@limit_sign_in
 def token():
+    # The whole body is checked before the attempt is counted: a malformed one is a 400
+    # that leaves no trace in the sign-in limits' storage (auth/ratelimit.py).
     body = json_body("email", "password")
     client_name = body.get("client_name")
     if client_name is not None and not isinstance(client_name, str):
         raise BadRequest(400, "invalid_request", "'client_name' must be a string.")
     client_name = " ".join((client_name or "").split())[:MAX_CLIENT_NAME] or DEFAULT_CLIENT_NAME
-    if len(body["email"]) > 320 or len(body["password"]) > MAX_LENGTH:
-        user = None
-    else:
+    if len(body["email"]) > accounts.MAX_EMAIL_LENGTH or len(body["password"]) > MAX_LENGTH:
+        raise BadRequest(
+            400,
+            "invalid_request",
+            f"'email' must be at most {accounts.MAX_EMAIL_LENGTH} characters, 'password' at most {MAX_LENGTH}.",
+        )
+    with sign_in_attempt(body["email"], starts_session=True):
         user = accounts.check_credentials(
             db.session, body["email"], body["password"], rounds=current_app.config["BCRYPT_ROUNDS"]
         )
@@ -127,7 +132,5 @@ def revoke():
     body = json_body("refresh_token")
     # RFC 7009: the answer is the same whether or not the token was valid.
     with unit_of_work(db.session):
-        sessions.revoke_by_refresh_token(
-            db.session, body["refresh_token"], policy=current_policy(), now=current_time(), device=current_device()
-        )
+        sessions.revoke_by_refresh_token(db.session, body["refresh_token"], policy=current_policy(), now=current_time())
     return no_store(jsonify(revoked=True))

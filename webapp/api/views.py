@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, jsonify
 
 from .. import sessions
+from ..account.activity import event_explanation
 from ..account.events import event_label, is_alarming
 from ..auth.hooks import current_time, login_required
 from ..auth.request_auth import current_auth
@@ -66,6 +67,7 @@ def security_events():
                 "device": device_words(event.user_agent, client_name=event.client_name),
                 "this_session": event.session_public_id == signed_in.session_id,
                 "detail": event.detail,
+                "explanation": event_explanation(event.kind),
             }
             for event in events
         ]

@@ -17,11 +17,11 @@ def init_app(app: Flask) -> None:
          session or count against anybody's sign-in budget.
       2. Authentication: signs the request in from a bearer token or the cookies,
          rotating silently when the access token has expired.
-      3. Rate limits: after authentication, so a limit keyed on the signed-in user (a
-         password confirmation) can see who that is.
+    In the view: the sign-in limits (auth/ratelimit.py), counted once the form or body
+    is known to be valid, so a malformed request costs no key in the limit storage.
     After the view (Flask runs these in reverse order of registration, so they are
     registered here last step first):
-      3'. Rate limits: the headers, and the refund of attempts that did not fail.
+      3. Sign-in limits: the places an attempt that did not fail took are given back.
       4. Cookie writing: carries out the request's one cookie decision.
       5. Security headers: last, once everything that can make a response personal
          (and so `no-store`) has happened.

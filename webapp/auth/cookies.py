@@ -7,7 +7,7 @@ response that clears the cookies can never set them again afterwards.
 
 from __future__ import annotations
 
-from flask import Response, current_app
+from flask import Response, current_app, request
 
 from ..sessions import seconds_until
 from .request_auth import CookieAction, current_auth
@@ -19,6 +19,11 @@ def access_cookie_name() -> str:
 
 def refresh_cookie_name() -> str:
     return "__Host-refresh_token" if current_app.config["COOKIE_SECURE"] else "refresh_token"
+
+
+def has_auth_cookies() -> bool:
+    """Whether this request carries either auth cookie."""
+    return access_cookie_name() in request.cookies or refresh_cookie_name() in request.cookies
 
 
 def _attributes() -> dict:

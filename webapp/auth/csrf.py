@@ -8,10 +8,11 @@ cookie and renewed at every sign-in.
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from flask import session as flask_session
 
 from ..extensions import csrf
+from .cookies import has_auth_cookies
 from .request_auth import is_bearer_request, is_token_endpoint
 
 
@@ -31,8 +32,10 @@ def init_app(app: Flask) -> None:
 
 
 def is_exempt() -> bool:
-    """Requests that read no cookie credential cannot be forged with one."""
-    return is_bearer_request() or is_token_endpoint()
+    """Requests that read no cookie credential cannot be forged with one. Nor can a
+    sign-out from a browser without auth cookies: it ends nothing (a second tab, after
+    the first signed out, is told it is already signed out rather than "form expired")."""
+    return is_bearer_request() or is_token_endpoint() or (request.endpoint == "auth.logout" and not has_auth_cookies())
 
 
 def protect_from_csrf() -> None:

@@ -24,12 +24,41 @@ from ..database import unit_of_work
 from ..devices import Device
 from ..errors import error_response, wants_json
 from ..extensions import db
-from ..sessions import IssuedTokens, SessionPolicy, SignedIn
+from ..sessions import EndReason, IssuedTokens, SessionPolicy, SignedIn
 from ..tokens import InvalidToken
 from . import cookies
 from .request_auth import BearerError, RequestAuth, current_auth, is_bearer_request, is_token_endpoint
 
 SESSION_EXPIRED_MESSAGE = "Your session has expired. Please sign in again."
+
+# What a browser whose session ended is told, one reason each (SPEC: "Why a browser was
+# signed out"), and how loudly.
+SIGN_OUT_MESSAGES: dict[EndReason, tuple[str, str]] = {
+    EndReason.EXPIRED: (SESSION_EXPIRED_MESSAGE, "warning"),
+    EndReason.SIGNED_OUT: ("You signed out of this browser. Sign in to continue.", "info"),
+    EndReason.REVOKED_BY_USER: ("This device was signed out from another of your devices.", "warning"),
+    EndReason.SIGNED_OUT_BY_USER: ("This device was signed out from another of your devices.", "warning"),
+    EndReason.PASSWORD_CHANGED: (
+        "Your password was changed, so this device was signed out. Sign in with the new password.",
+        "warning",
+    ),
+    EndReason.REUSE: (
+        "We signed you out to protect your account: a copy of this browser's sign-in was used somewhere else. "
+        "Sign in again, then check your devices and change your password.",
+        "danger",
+    ),
+    EndReason.SESSION_LIMIT: (
+        "This device was signed out because your account was signed in on too many devices.",
+        "warning",
+    ),
+    EndReason.ACCOUNT_DISABLED: ("An administrator has disabled this account.", "danger"),
+    EndReason.SIGNED_OUT_BY_OPERATOR: ("An administrator signed you out.", "warning"),
+}
+
+
+def sign_out_message(reason: EndReason | None) -> tuple[str, str]:
+    """The words (and flash category) for a browser signed out for `reason`."""
+    return SIGN_OUT_MESSAGES.get(reason, (SESSION_EXPIRED_MESSAGE, "warning"))
 
 
 def current_policy() -> SessionPolicy:
@@ -58,6 +87,11 @@ def authenticate_request() -> None:
         sign_in_from_bearer_token(auth, request.headers["Authorization"])
     else:
         sign_in_from_cookies(auth)
+        if auth.sign_out_reason is not None and not wants_json():
+            # Whatever page this browser lands on (a protected one sends it to sign in,
+            # the home page shows itself) says why it was signed out. A forged cookie
+            # had no session to speak of: nothing is said.
+            flash(*sign_out_message(auth.sign_out_reason))
 
 
 def sign_in_from_bearer_token(auth: RequestAuth, authorization: str) -> None:
@@ -106,15 +140,16 @@ def rotate_from_cookie(
     auth: RequestAuth, refresh_token: str, *, policy: SessionPolicy, now: datetime
 ) -> IssuedTokens | None:
     """Rotate the browser's refresh token: signed in with new tokens, or signed out."""
+    reason = None
     with unit_of_work(db.session):
         try:
             issued = sessions.rotate_refresh_token(db.session, refresh_token, policy=policy, now=now)
-        except sessions.RefreshRejected:
+        except sessions.RefreshRejected as rejected:
             # Caught inside the unit of work: a reused token's revocation and its event
             # are committed with it.
-            issued = None
+            issued, reason = None, rejected.reason
     if issued is None:
-        auth.sign_out(refresh_rejected=True)
+        auth.sign_out(refresh_rejected=True, reason=reason)
         return None
     auth.sign_in(issued)
     return issued
@@ -134,10 +169,10 @@ def login_required(view):
             return response
         if wants_json():
             if auth.refresh_rejected:
-                return error_response(401, SESSION_EXPIRED_MESSAGE, code="session_expired")
+                message, _ = sign_out_message(auth.sign_out_reason)
+                return error_response(401, message, code="session_expired")
             return error_response(401, "Sign in first.", code="not_signed_in")
-        if auth.refresh_rejected:
-            flash(SESSION_EXPIRED_MESSAGE, "warning")
+        # A browser that was just signed out has been told why (authenticate_request).
         return redirect(url_for("auth.login", next=request_path_with_query()))
 
     return wrapped

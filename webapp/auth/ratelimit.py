@@ -1,105 +1,152 @@
-"""Rate limits on failed sign-ins, per account and per IP address.
+"""Sign-in limits: what one client, one account and one process may spend on signing in.
 
-Apply `limit_sign_in` to any view that checks a password (the sign-in form, the JSON
-token endpoint) and call `note_failed_sign_in()` when the check fails. Only failed
-attempts count, so a successful sign-in never trips a limit; once a limit is reached
-every attempt is refused with 429 and `Retry-After`, the right password included, until
-the window passes.
+Each view that checks a password validates its form or JSON body first and then runs
+the check inside `sign_in_attempt` (the password form: `limit_password_confirmation`). A
+malformed request is answered before anything is counted, so it creates no key in the
+storage. Then, in this order:
 
-Counting only failures must not let parallel requests slip through: each attempt takes
-its place in the budget atomically before the password is checked (Flask-Limiter's hit,
-one INCR), and `refund_attempt_that_did_not_fail` gives the place back afterwards unless
-the attempt failed. Checking first and counting after (Flask-Limiter's `deduct_when`)
-would let every request in flight at once pass the same check.
+1. Every attempt from one address, right or wrong (`SIGN_IN_ATTEMPTS_PER_IP`). Each
+   costs a bcrypt check (about 210 ms at cost 12): one client must not spend the CPU by
+   signing in successfully again and again. This also bounds the keys one client can
+   create below. Refusals are no attack on an account: no security event.
+2. Failed attempts, per account (`LOGIN_LIMIT_PER_ACCOUNT`, keyed by a digest of the
+   normalised email, and only for something that can be an email) and per address
+   (`LOGIN_LIMIT_PER_IP`). A browser with a device cookie naming the account
+   (`auth/device_cookie.py`) has its own small budget instead (`LOGIN_LIMIT_PER_DEVICE`),
+   so that nobody can lock a user out by failing on purpose, even from the user's own
+   address. Registering counts per address only: trying an address that has an account
+   must not lock its owner out. A breach is a security event of the account.
+3. New sessions per user per hour (`NEW_SESSIONS_PER_USER_PER_HOUR`), counted in the
+   sessions table, before the password is checked: the right password, from any number
+   of addresses, cannot start sessions without end either. Reaching it is an event too.
+4. Password checks at once in this process (`MAX_CONCURRENT_PASSWORD_CHECKS`): one that
+   finds no free slot within `PASSWORD_CHECK_WAIT` is answered 503 with `Retry-After`
+   rather than queued, so that a burst of sign-ins cannot stall every page.
 
-The limits are shared (one scope per key kind), so failures on every endpoint wearing
-`limit_sign_in` add up to one budget. Keys read the email from a form or a JSON body.
+Limits 1 to 3 answer 429 with `Retry-After`. No response carries `X-RateLimit-*`
+headers: they would tell anybody how much of an account's budget is left.
 
-Storage comes from `RATELIMIT_STORAGE_URI` (Flask-Limiter reads that config key itself):
-`memory://` by default, Redis when it names one. If the storage is down, sign-in keeps
-working (`swallow_errors`): an outage of the limiter must not lock everybody out. It is
-logged as a warning, once a minute (`StorageOutageLog`).
+Counting only failures must not let parallel requests slip through: an attempt takes its
+place in each failure budget atomically before its password is checked (one INCR), and
+`settle_sign_in_attempt` gives the places back after the request unless the view called
+`note_failed_sign_in()`. Checking first and counting after would let every request in
+flight at once pass the same check.
+
+The counters live in the storage `RATELIMIT_STORAGE_URI` names (Flask-Limiter builds it
+from the config; fixed windows): `memory://` by default, Redis when it names one. If the
+storage is down, sign-in keeps working without limits 1 and 2: an outage of the limiter
+must not lock everybody out. It is logged as one warning a minute.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-from datetime import timedelta
+import ipaddress
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import wraps
 
-from flask import Flask, current_app, has_app_context, request
-from flask_limiter import RequestLimit
+import limits
+from flask import Flask, current_app, request
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
+from limits.strategies import RateLimiter
+from sqlalchemy import Select, select
+from werkzeug.exceptions import ServiceUnavailable, TooManyRequests
 
 from .. import accounts
 from ..database import unit_of_work
 from ..extensions import db, limiter
+from ..models import Session
 from ..security_events import record_sign_in_rate_limited
+from .device_cookie import device_nonce
 from .hooks import current_device, current_time
 from .request_auth import current_auth
 
-log = logging.getLogger(__name__)
-
 OUTAGE_REPORT_INTERVAL = timedelta(minutes=1)
+NEW_SESSION_WINDOW = timedelta(hours=1)
+# Seconds a password check waits for a free slot: about two bcrypt checks at cost 12.
+# Longer, and the threads of a busy worker would all be waiting here while pages queue.
+PASSWORD_CHECK_WAIT = 0.5
+
+# The error page adds when to try again, from Retry-After (errors.py).
+TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts."
+TOO_MANY_FROM_ADDRESS = "Too many sign-in attempts from this address."
+TOO_MANY_NEW_SESSIONS = "Too many sign-ins to this account in the last hour."
+BUSY = "Signing in is busy right now. Please try again in a moment."
 
 
-class StorageOutageLog(logging.Filter):
-    """Flask-Limiter, told to swallow storage errors, logs each one at ERROR with a
-    traceback: while Redis is down, one per sign-in. Let through the first of each
-    minute per app, as one WARNING line that says what it means; drop the rest."""
+class PasswordCheckSlots:
+    """At most `size` password checks at once: bcrypt is the costly part of a sign-in, and
+    it runs outside the GIL, so threads of one process can fill every core with it."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not has_app_context() or not is_storage_outage(record):
-            return True  # anything else: logged as it comes
-        now = current_time()
-        quiet_until = current_app.extensions.get("ratelimit_outage_quiet_until")
-        if quiet_until is not None and now < quiet_until:
-            return False
-        current_app.extensions["ratelimit_outage_quiet_until"] = now + OUTAGE_REPORT_INTERVAL
-        record.msg = (
-            "rate limit storage unreachable, sign-in limits are off until it returns: %s: %s (next report in %ds)"
+    def __init__(self, size: int, *, wait: float = PASSWORD_CHECK_WAIT):
+        self._semaphore = threading.BoundedSemaphore(size)
+        self.wait = wait
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot for the block. Raises `ServiceUnavailable` (503, Retry-After) when
+        none is free within `wait` seconds."""
+        if not self._semaphore.acquire(timeout=self.wait):
+            raise ServiceUnavailable(BUSY, retry_after=1)
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+@dataclass(frozen=True)
+class SignInLimits:
+    """One app's sign-in limits, built from its config when the app is created."""
+
+    strategy: RateLimiter  # Flask-Limiter's fixed window, on this app's storage
+    attempts_per_ip: tuple[RateLimitItem, ...]
+    failures_per_account: tuple[RateLimitItem, ...]
+    failures_per_ip: tuple[RateLimitItem, ...]
+    failures_per_device: tuple[RateLimitItem, ...]
+    new_sessions_per_hour: int
+    password_checks: PasswordCheckSlots
+
+    @classmethod
+    def from_config(cls, config: Mapping, strategy: RateLimiter) -> SignInLimits:
+        return cls(
+            strategy=strategy,
+            attempts_per_ip=tuple(limits.parse_many(config["SIGN_IN_ATTEMPTS_PER_IP"])),
+            failures_per_account=tuple(limits.parse_many(config["LOGIN_LIMIT_PER_ACCOUNT"])),
+            failures_per_ip=tuple(limits.parse_many(config["LOGIN_LIMIT_PER_IP"])),
+            failures_per_device=tuple(limits.parse_many(config["LOGIN_LIMIT_PER_DEVICE"])),
+            new_sessions_per_hour=int(config["NEW_SESSIONS_PER_USER_PER_HOUR"]),
+            password_checks=PasswordCheckSlots(int(config["MAX_CONCURRENT_PASSWORD_CHECKS"])),
         )
-        error = record.exc_info[1]
-        record.args = (type(error).__name__, error, OUTAGE_REPORT_INTERVAL.total_seconds())
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.exc_info = record.exc_text = None
-        return True
-
-
-# What Flask-Limiter logs when it swallows an error of its storage.
-_SWALLOWED_STORAGE_ERRORS = (
-    "Failed to rate limit",
-    "Failed to update rate limit headers",
-    "Failed to deduct rate limit",
-)
-
-
-def is_storage_outage(record: logging.LogRecord) -> bool:
-    """A swallowed error from a storage that can be out of reach (not memory://, whose
-    `base_exceptions` is ValueError, which would claim unrelated bugs)."""
-    if record.exc_info is None or not str(record.msg).startswith(_SWALLOWED_STORAGE_ERRORS):
-        return False
-    error = record.exc_info[1]
-    if isinstance(error, StorageError):  # the storage's errors, when it wraps them
-        return True
-    return not isinstance(limiter.storage, MemoryStorage) and isinstance(error, limiter.storage.base_exceptions)
-
-
-_storage_outage_log = StorageOutageLog()
 
 
 def init_app(app: Flask) -> None:
-    """The limiter's place in the request pipeline (see `auth.init_app`): its check
-    before the view, and after it the refund of attempts that did not fail."""
-    app.after_request(refund_attempt_that_did_not_fail)
+    """The limits' place in the request pipeline (see `auth.init_app`): after the view,
+    the places an attempt that did not fail took are given back."""
+    app.after_request(settle_sign_in_attempt)
     limiter.init_app(app)
-    # Adding the same filter object twice is a no-op: one per process, however many apps.
-    logging.getLogger("flask-limiter").addFilter(_storage_outage_log)
+    # This app's storage, kept here: the limiter is one object per process, and an app
+    # created later (a test's, a CLI's) would give it another.
+    app.extensions["sign_in_limits"] = SignInLimits.from_config(app.config, limiter.limiter)
 
 
-TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts. Please wait a few minutes and try again."
+def _limits() -> SignInLimits:
+    return current_app.extensions["sign_in_limits"]
+
+
+# --- the attempt ----------------------------------------------------------------------------
+
+# (key, scope) of a counter, as Flask-Limiter orders them: the storage's key is made of
+# both and the limit, e.g. "LIMITER/ip:192.0.2.1/sign-in-ip/50/15/minute".
+Counter = tuple[str, str]
 
 
 def note_failed_sign_in() -> None:
@@ -107,91 +154,209 @@ def note_failed_sign_in() -> None:
     current_auth().sign_in_failed = True
 
 
-_SCOPES = ("sign-in-account", "sign-in-ip")
+@contextmanager
+def sign_in_attempt(email: str | None, *, starts_session: bool = False) -> Iterator[None]:
+    """Count one attempt, whose form or body is valid, and hold a password-check slot for
+    the block, which checks the password (the view calls `note_failed_sign_in()` when it
+    is wrong).
+
+    `email` is the account tried; None when no account's budget may be charged (a
+    registration). `starts_session`: a success starts a session, so the account's new
+    sessions are counted first.
+
+    Raises `TooManyRequests` (429, Retry-After) when a limit is reached and
+    `ServiceUnavailable` (503, Retry-After) when no slot is free soon enough.
+    """
+    sign_in_limits = _limits()
+    address = client_address()
+    every_attempt = (f"ip:{address}", "sign-in-attempts-ip")
+    for item in sign_in_limits.attempts_per_ip:
+        if not _take_place(item, every_attempt):
+            raise TooManyRequests(TOO_MANY_FROM_ADDRESS, retry_after=_retry_after(item, every_attempt))
+
+    email = None if email is None else accounts.normalize_email(email)
+    nonce = None if email is None else device_nonce(email)
+    if nonce is not None:
+        # A browser that signed in to this account before: its own budget, nobody else's.
+        budgets = [(sign_in_limits.failures_per_device, (f"device:{nonce}", "sign-in-device"), "this device")]
+    else:
+        budgets = [(sign_in_limits.failures_per_ip, (f"ip:{address}", "sign-in-ip"), "this address")]
+        if email is not None and accounts.is_valid_email(email):
+            per_account = (account_key(email), "sign-in-account")
+            budgets.append((sign_in_limits.failures_per_account, per_account, "this account"))
+    places = current_auth().sign_in_places
+    for items, counter, whose in budgets:
+        for item in items:
+            taken = _take_place(item, counter)
+            places.append((item, counter))
+            if not taken:
+                _record_refusal(email, f"too many failed attempts for {whose}")
+                raise TooManyRequests(TOO_MANY_ATTEMPTS, retry_after=_retry_after(item, counter))
+
+    if starts_session and email is not None and accounts.is_valid_email(email):
+        _check_new_sessions(email, cap=sign_in_limits.new_sessions_per_hour)
+
+    with sign_in_limits.password_checks.slot():
+        yield
 
 
-def refund_attempt_that_did_not_fail(response):
-    """After every request: give back the places a sign-in attempt took in the budgets,
-    unless it was marked as failed (a success, a form error, a refusal: none counts)."""
-    if current_auth().sign_in_failed:
+def settle_sign_in_attempt(response):
+    """After every request: give back the places a sign-in attempt took in the failure
+    budgets, unless it was marked as failed (a success, a form error, a refusal, a busy
+    answer: none of them counts)."""
+    auth = current_auth()
+    if not auth.sign_in_places or auth.sign_in_failed:
         return response
-    for request_limit in limiter.current_limits:
-        if not set(_SCOPES) & set(request_limit.request_args):
-            continue
+    storage = _limits().strategy.storage
+    for item, counter in auth.sign_in_places:
         try:
-            limiter.storage.incr(request_limit.key, request_limit.limit.get_expiry(), amount=-1)
-        except limiter.storage.base_exceptions as error:
-            # The limiter fails open when its storage is down; so does the refund.
-            log.warning("could not refund a sign-in attempt: %s", error)
+            storage.incr(item.key_for(*counter), item.get_expiry(), amount=-1)
+        except _storage_errors() as error:
+            # The limits fail open when their storage is down; so does the refund.
+            _report_storage_outage(error)
     return response
 
 
-def submitted_email() -> str:
-    """The email of this sign-in attempt, normalised, from a form or a JSON body; for a
-    signed-in user confirming their password, their own email."""
-    signed_in = current_auth().signed_in
-    if signed_in is not None:
-        return signed_in.email
-    email = request.form.get("email")
-    if email is None:
-        body = request.get_json(silent=True)
-        email = body.get("email") if isinstance(body, dict) else None
-    return accounts.normalize_email(email) if isinstance(email, str) else ""
+def limit_password_confirmation(form_class: type) -> Callable:
+    """For a signed-in view that confirms the current password (the password change):
+    once a POST's `form_class` validates, the whole view is a `sign_in_attempt` for the
+    signed-in account. A form with errors checks no password and is not counted."""
+
+    def decorate(view):
+        @wraps(view)
+        def confirming(*args, **kwargs):
+            signed_in = current_auth().signed_in
+            if request.method != "POST" or signed_in is None or not form_class().validate():
+                return view(*args, **kwargs)
+            # Someone holding a stolen session must not guess the password freely.
+            with sign_in_attempt(signed_in.email):
+                return view(*args, **kwargs)
+
+        return confirming
+
+    return decorate
 
 
-def account_key() -> str:
+# --- counters ---------------------------------------------------------------------------------
+
+
+def account_key(email: str) -> str:
     # A digest: the key stays short however long the input, and no email sits in Redis.
-    digest = hashlib.sha256(submitted_email().encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(accounts.normalize_email(email).encode("utf-8", "surrogatepass")).hexdigest()
     return f"account:{digest}"
 
 
-def ip_key() -> str:
-    # After ProxyFix, `remote_addr` is the client's address (TRUSTED_PROXIES).
-    return f"ip:{get_remote_address()}"
+def client_address() -> str:
+    """The client's address as the limits count it. After ProxyFix, `remote_addr` is the
+    client's (TRUSTED_PROXIES). An IPv6 client counts by its /64: one subscriber usually
+    holds a whole /64, and each of its addresses apart would be a budget of its own."""
+    address = get_remote_address() or ""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6:
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
-def record_rate_limited(request_limit: RequestLimit) -> None:
-    """On a breach: a security event for the account that was tried, if it exists."""
-    which = "this account" if "account:" in request_limit.key else "this address"
+def _take_place(item: RateLimitItem, counter: Counter) -> bool:
+    """One atomic INCR: False when the budget was already full. True when the storage is
+    down (fail open)."""
+    try:
+        return _limits().strategy.hit(item, *counter)
+    except _storage_errors() as error:
+        _report_storage_outage(error)
+        return True
+
+
+def _retry_after(item: RateLimitItem, counter: Counter) -> int:
+    """Whole seconds until the window of a full budget ends."""
+    try:
+        reset_at = _limits().strategy.get_window_stats(item, *counter).reset_time
+    except _storage_errors():
+        return int(item.get_expiry())
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+def _record_refusal(email: str | None, detail: str) -> None:
+    """A security event for the account that was tried, if it exists."""
+    if email is None:
+        return
     with unit_of_work(db.session):
-        user = accounts.find_user(db.session, submitted_email())
-        if user is None:
-            return
-        record_sign_in_rate_limited(
-            db.session,
-            user_id=user.id,
-            now=current_time(),
-            device=current_device(),
-            detail=f"too many failed attempts for {which}",
-        )
+        user = accounts.find_user(db.session, email)
+        if user is not None:
+            record_sign_in_rate_limited(
+                db.session, user_id=user.id, now=current_time(), device=current_device(), detail=detail
+            )
 
 
-def _per_account() -> str:
-    return current_app.config["LOGIN_LIMIT_PER_ACCOUNT"]
+# --- new sessions per user --------------------------------------------------------------------
 
 
-def _per_ip() -> str:
-    return current_app.config["LOGIN_LIMIT_PER_IP"]
+def recent_sessions(*, user_id: int, since: datetime, cap: int) -> Select:
+    """When the user's newest sessions (at most `cap`) started after `since`, newest first.
+
+    Sessions that ended count too: signing out and in again is one more bcrypt check. A
+    session's `last_active_at` starts at `created_at` and only moves forward, so the
+    condition on it changes no answer, but lets the index on (user_id, last_active_at)
+    read only the sessions active since then instead of every session the user has had.
+    """
+    return (
+        select(Session.created_at)
+        .where(Session.user_id == user_id, Session.last_active_at > since, Session.created_at > since)
+        .order_by(Session.created_at.desc())
+        .limit(cap)
+    )
 
 
-_limit_per_account = limiter.shared_limit(
-    _per_account,
-    scope="sign-in-account",
-    key_func=account_key,
-    methods=["POST"],
-    on_breach=record_rate_limited,
-    error_message=TOO_MANY_ATTEMPTS,
-)
-_limit_per_ip = limiter.shared_limit(
-    _per_ip,
-    scope="sign-in-ip",
-    key_func=ip_key,
-    methods=["POST"],
-    on_breach=record_rate_limited,
-    error_message=TOO_MANY_ATTEMPTS,
-)
+def _check_new_sessions(email: str, *, cap: int) -> None:
+    """Refuse (429) a sign-in to an account that started `cap` sessions in the last hour.
+
+    Checked before the password, so refusing costs no bcrypt. Only the password can bring
+    an account to its cap; while it lasts, the 429 also tells a guesser that the account
+    exists. Sign-ins in flight at once may each pass it: it bounds a stream of sign-ins,
+    and the limits per address and the password-check slots bound a burst.
+    """
+    now = current_time()
+    user = accounts.find_user(db.session, email)
+    if user is None:
+        return
+    since = now - NEW_SESSION_WINDOW
+    started = db.session.execute(recent_sessions(user_id=user.id, since=since, cap=cap)).scalars().all()
+    if len(started) < cap:
+        return
+    _record_refusal(email, "too many new sign-ins in an hour")
+    frees_at = started[cap - 1] + NEW_SESSION_WINDOW
+    raise TooManyRequests(TOO_MANY_NEW_SESSIONS, retry_after=max(1, math.ceil((frees_at - now).total_seconds())))
 
 
-def limit_sign_in(view):
-    """Both sign-in limits on `view`; the view calls `note_failed_sign_in()` on failure."""
-    return _limit_per_ip(_limit_per_account(view))
+# --- storage outages ---------------------------------------------------------------------------
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What the storage raises when it is out of reach. Not memory://'s `ValueError`,
+    which would swallow unrelated bugs."""
+    storage = _limits().strategy.storage
+    if isinstance(storage, MemoryStorage):
+        return (StorageError,)
+    base = storage.base_exceptions
+    return (StorageError, *(base if isinstance(base, tuple) else (base,)))
+
+
+def _report_storage_outage(error: BaseException) -> None:
+    """One warning a minute per app while the storage is down, not one per sign-in. On
+    Flask-Limiter's logger, where an operator looks for the limiter's health."""
+    now = current_time()
+    quiet_until = current_app.extensions.get("ratelimit_outage_quiet_until")
+    if quiet_until is not None and now < quiet_until:
+        return
+    current_app.extensions["ratelimit_outage_quiet_until"] = now + OUTAGE_REPORT_INTERVAL
+    limiter.logger.warning(
+        "rate limit storage unreachable, sign-in limits are off until it returns: %s: %s (next report in %ds)",
+        type(error).__name__,
+        error,
+        OUTAGE_REPORT_INTERVAL.total_seconds(),
+    )

@@ -12,7 +12,7 @@ import enum
 
 from flask import g, request
 
-from ..sessions import IssuedTokens, SignedIn
+from ..sessions import EndReason, IssuedTokens, SignedIn
 
 
 class CookieAction(enum.Enum):
@@ -36,11 +36,15 @@ class RequestAuth:
         # Tokens made during this request (a sign-in or a rotation), for the cookies.
         self.issued: IssuedTokens | None = None
         self.cookie_action = CookieAction.LEAVE
-        # A refresh token was presented and refused: the browser was signed out.
+        # A refresh token was presented and refused: the browser was signed out, and
+        # (when its session had one) why.
         self.refresh_rejected = False
+        self.sign_out_reason: EndReason | None = None
         self.bearer_error: BearerError | None = None
-        # The request checked a password (or an email) and the check failed: it counts
-        # against the sign-in rate limits (auth/ratelimit.py).
+        # The places this request's sign-in attempt took in the failure budgets, and
+        # whether its password (or email) check failed: if not, they are given back after
+        # the request (auth/ratelimit.py).
+        self.sign_in_places: list = []
         self.sign_in_failed = False
 
     def authenticated(self, signed_in: SignedIn) -> None:
@@ -55,12 +59,13 @@ class RequestAuth:
         if self.cookie_action is not CookieAction.CLEAR:
             self.cookie_action = CookieAction.SET
 
-    def sign_out(self, *, refresh_rejected: bool = False) -> None:
+    def sign_out(self, *, refresh_rejected: bool = False, reason: EndReason | None = None) -> None:
         """Signed out: the response clears the cookies, whatever happens later."""
         self.signed_in = None
         self.issued = None
         self.cookie_action = CookieAction.CLEAR
         self.refresh_rejected = self.refresh_rejected or refresh_rejected
+        self.sign_out_reason = reason or self.sign_out_reason
 
     def bearer_refused(self, error: BearerError) -> None:
         self.signed_in = None

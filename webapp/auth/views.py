@@ -10,13 +10,13 @@ from ..database import unit_of_work
 from ..errors import error_response
 from ..extensions import db
 from ..models import User
-from ..security_events import EventKind
 from ..sessions import IssuedTokens
 from . import cookies
 from .csrf import renew_csrf_secret
+from .device_cookie import remember_device
 from .forms import LoginForm, RegisterForm
 from .hooks import current_device, current_policy, current_time, rotate_from_cookie, safe_next_url
-from .ratelimit import limit_sign_in, note_failed_sign_in
+from .ratelimit import note_failed_sign_in, sign_in_attempt
 from .request_auth import current_auth
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -45,14 +45,15 @@ def signed_in_as(issued: IssuedTokens) -> None:
 
 
 @bp.route("/register", methods=["GET", "POST"])
-@limit_sign_in
 def register():
     if current_auth().signed_in is not None:
         return redirect(url_for("account.profile"))
     form = RegisterForm()
     if form.validate_on_submit():
         try:
-            with unit_of_work(db.session):
+            # Counted once the form is valid, and against no account (auth/ratelimit.py):
+            # trying an address that has one must not lock its owner out.
+            with sign_in_attempt(None), unit_of_work(db.session):
                 user = accounts.create_user(
                     db.session,
                     form.email.data,
@@ -68,6 +69,7 @@ def register():
             form.email.errors.append("An account with this email already exists. Sign in instead.")
         else:
             signed_in_as(issued)
+            remember_device(user.email)
             flash("Welcome! Your account is ready.", "success")
             return redirect(url_for("account.profile"))
     # A form with errors is re-rendered with a message per field, as Flask apps do (200).
@@ -75,16 +77,17 @@ def register():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limit_sign_in
 def login():
     next_url = safe_next_url(request.args.get("next"), url_for("account.profile"))
     if current_auth().signed_in is not None:
         return redirect(next_url)
     form = LoginForm()
     if form.validate_on_submit():
-        user = accounts.check_credentials(
-            db.session, form.email.data, form.password.data, rounds=current_app.config["BCRYPT_ROUNDS"]
-        )
+        # Counted once the form is valid (auth/ratelimit.py): a 429 or a 503 from here.
+        with sign_in_attempt(form.email.data, starts_session=True):
+            user = accounts.check_credentials(
+                db.session, form.email.data, form.password.data, rounds=current_app.config["BCRYPT_ROUNDS"]
+            )
         if user is None:
             note_failed_sign_in()
             form.password.errors.append(GENERIC_SIGN_IN_ERROR)
@@ -92,6 +95,7 @@ def login():
             with unit_of_work(db.session):
                 issued = start_session_for(user, persistent=form.remember.data)
             signed_in_as(issued)
+            remember_device(user.email)
             return redirect(next_url)
     return render_template("auth/login.html", form=form)
 
@@ -101,16 +105,13 @@ def logout():
     signed_in = current_auth().signed_in
     if signed_in is not None:
         with unit_of_work(db.session):
-            sessions.revoke_session(
-                db.session,
-                signed_in.session_id,
-                user_id=signed_in.user_id,
-                now=current_time(),
-                reason="signed_out",
-                event=EventKind.SIGNED_OUT,
-                device=current_device(),
-            )
-    return signed_out_response("You have signed out.")
+            sessions.revoke_session(db.session, signed_in.session_id, user_id=signed_in.user_id, now=current_time())
+        return signed_out_response("You have signed out.")
+    # Signed out already (in another tab, say): say so, not "this form has expired".
+    # Nothing is cleared: without auth cookies this POST needed no CSRF token (csrf.py),
+    # so another site could have sent it.
+    flash("You are already signed out.", "info")
+    return redirect(url_for("auth.login"))
 
 
 def signed_out_response(message: str):

@@ -1,0 +1,254 @@
+"""A browser whose session ended is told why, in plain words, one reason each, on the
+page it lands on; a visitor who never had a session is told nothing. And the events of
+the security activity name the device they concern, with counts that match."""
+
+from __future__ import annotations
+
+import pytest
+from bs4 import BeautifulSoup
+from sqlalchemy import select
+
+from webapp import accounts
+from webapp.database import unit_of_work
+from webapp.devices import Device
+from webapp.extensions import db
+from webapp.models import SecurityEvent
+
+from .conftest import PASSWORD, AuthActions, cookie_value, csrf_token_from
+
+FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0"
+
+
+def flashes(response) -> list[str]:
+    soup = BeautifulSoup(response.data, "html.parser")
+    return [element.get_text(" ", strip=True) for element in soup.select(".flash")]
+
+
+def sign_in(app, user_agent: str = FIREFOX):
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = user_agent
+    assert AuthActions(client).login().status_code == 302
+    return client
+
+
+def session_id_of(client) -> str:
+    return client.get("/api/me").json["session_id"]
+
+
+def post(client, path: str, data: dict | None = None):
+    token = csrf_token_from(client.get("/account/sessions").data)
+    return client.post(path, data={"csrf_token": token, **(data or {})})
+
+
+def next_page_after_expiry(app, clock, client, path: str = "/account"):
+    """The browser's next visit once its access token expired: the refresh decides."""
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    return client.get(path, follow_redirects=True)
+
+
+@pytest.fixture
+def laptop(app, auth):
+    auth.register()
+    auth.client.get("/account")  # shows (and so clears) the welcome message
+    return auth.client
+
+
+def test_signed_out_from_another_device(app, clock, laptop):
+    phone = sign_in(app)
+    post(laptop, f"/account/sessions/{session_id_of(phone)}/revoke")
+    assert flashes(next_page_after_expiry(app, clock, phone)) == [
+        "This device was signed out from another of your devices."
+    ]
+
+
+def test_all_other_devices_signed_out(app, clock, laptop):
+    phone = sign_in(app)
+    post(laptop, "/account/sessions/revoke-others")
+    assert flashes(next_page_after_expiry(app, clock, phone)) == [
+        "This device was signed out from another of your devices."
+    ]
+
+
+def test_password_changed_elsewhere(app, clock, laptop):
+    phone = sign_in(app)
+    token = csrf_token_from(laptop.get("/account/password").data)
+    new = "an entirely new passphrase"
+    laptop.post(
+        "/account/password",
+        data={"current_password": PASSWORD, "new_password": new, "confirm": new, "csrf_token": token},
+    )
+    assert flashes(next_page_after_expiry(app, clock, phone)) == [
+        "Your password was changed, so this device was signed out. Sign in with the new password."
+    ]
+
+
+def test_a_copy_of_the_sign_in_was_used(app, clock, laptop):
+    stolen = cookie_value(laptop, "refresh_token")
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    laptop.get("/account")
+    laptop.get("/account")
+    thief = app.test_client()
+    thief.set_cookie("refresh_token", stolen)
+    clock.advance(app.config["REFRESH_REUSE_GRACE"] + 1)
+    thief.get("/")
+    landing = next_page_after_expiry(app, clock, laptop)
+    [message] = flashes(landing)
+    assert message.startswith("We signed you out to protect your account")
+    # Shown as an alert, not as a routine notice.
+    [alert] = BeautifulSoup(landing.data, "html.parser").select(".flash-danger")
+    assert alert.get_text(" ", strip=True) == message
+
+
+def test_expired(app, clock, laptop):
+    clock.advance(app.config["REFRESH_TOKEN_TTL"] + 1)
+    assert flashes(laptop.get("/account", follow_redirects=True)) == ["Your session has expired. Please sign in again."]
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("disable", "An administrator has disabled this account."),
+        ("sign-out", "An administrator signed you out."),
+    ],
+)
+def test_an_administrator_ended_it(app, clock, runner, laptop, command, message):
+    assert runner.invoke(args=["users", command, "alice@example.com"]).exit_code == 0
+    assert flashes(next_page_after_expiry(app, clock, laptop)) == [message]
+
+
+def test_the_home_page_says_it_too(app, clock, laptop):
+    phone = sign_in(app)
+    post(laptop, f"/account/sessions/{session_id_of(phone)}/revoke")
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    home = phone.get("/")
+    assert home.status_code == 200
+    assert flashes(home) == ["This device was signed out from another of your devices."]
+
+
+def test_a_visitor_who_never_had_a_session_is_told_nothing(app, client):
+    client.set_cookie("refresh_token", "A" * 22 + ".0." + "B" * 43)  # no such token was ever issued
+    assert flashes(client.get("/", follow_redirects=True)) == []
+    assert flashes(client.get("/account", follow_redirects=True)) == []
+
+
+def test_signing_out_twice_says_already_signed_out(app, laptop):
+    second_tab_token = csrf_token_from(laptop.get("/account").data)
+    first_tab = laptop.post("/auth/logout", data={"csrf_token": second_tab_token}, follow_redirects=True)
+    assert flashes(first_tab) == ["You have signed out."]
+    again = laptop.post("/auth/logout", data={"csrf_token": second_tab_token}, follow_redirects=True)
+    assert again.status_code == 200
+    assert flashes(again) == ["You are already signed out."]
+
+
+def test_events_name_the_device_they_concern_and_count_what_happened(app, clock, laptop):
+    phone = sign_in(app)
+    post(laptop, f"/account/sessions/{session_id_of(phone)}/revoke")
+    post(laptop, "/account/sessions/revoke-others")  # nothing left to sign out: no event
+    with app.app_context():
+        events = db.session.execute(select(SecurityEvent).order_by(SecurityEvent.id)).scalars().all()
+        kinds = [event.kind for event in events]
+        assert kinds == ["signed_in", "signed_in", "session_revoked"]
+        assert events[-1].user_agent == FIREFOX
+    tablet = sign_in(app)
+    other = sign_in(app)
+    assert post(laptop, "/account/sessions/revoke-others").status_code == 302
+    with app.app_context():
+        last = db.session.execute(select(SecurityEvent).order_by(SecurityEvent.id.desc())).scalars().first()
+        assert (last.kind, last.detail) == ("other_sessions_revoked", "2 other devices signed out")
+    assert tablet.get("/api/me").status_code == other.get("/api/me").status_code == 401
+
+
+def test_a_password_change_counts_the_other_devices(app, laptop):
+    sign_in(app)
+    with app.app_context(), unit_of_work(db.session):
+        user = accounts.find_user(db.session, "alice@example.com")
+        me = db.session.execute(select(SecurityEvent.session_public_id)).scalars().first()
+        accounts.change_password(
+            db.session,
+            user_id=user.id,
+            session_id=me,
+            current_password=PASSWORD,
+            new_password="another long passphrase",
+            rounds=4,
+            policy=app.extensions["session_policy"],
+            now=app.config["CLOCK"](),
+            device=Device(),
+        )
+    with app.app_context():
+        last = db.session.execute(select(SecurityEvent).order_by(SecurityEvent.id.desc())).scalars().first()
+        assert (last.kind, last.detail) == ("password_changed", "1 other device signed out")
+
+
+def reuse_alert_for(app, clock, laptop, phone) -> None:
+    """A copy of the phone's refresh token is used after the phone moved on."""
+    stolen = cookie_value(phone, "refresh_token")
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    phone.get("/account")
+    phone.get("/account")
+    clock.advance(app.config["REFRESH_REUSE_GRACE"] + 1)
+    thief = app.test_client()
+    thief.set_cookie("refresh_token", stolen)
+    thief.get("/")
+
+
+def open_alert_ids(app) -> list[int]:
+    with app.app_context():
+        return list(
+            db.session.execute(
+                select(SecurityEvent.id).where(
+                    SecurityEvent.kind == "refresh_token_reused", SecurityEvent.acknowledged_at.is_(None)
+                )
+            ).scalars()
+        )
+
+
+def test_this_was_me_dismisses_the_alert_and_keeps_the_event(app, clock, laptop):
+    phone = sign_in(app)
+    reuse_alert_for(app, clock, laptop, phone)
+    [alert_id] = open_alert_ids(app)
+    assert post(laptop, f"/account/alerts/{alert_id}/dismiss").status_code == 302
+    assert open_alert_ids(app) == []
+    with app.app_context():
+        kinds = db.session.execute(select(SecurityEvent.kind)).scalars().all()
+        assert "refresh_token_reused" in kinds
+    # Nobody else's alert, and no alert twice.
+    assert post(laptop, f"/account/alerts/{alert_id}/dismiss").status_code == 404
+
+
+def test_secure_my_account_signs_out_every_other_device_and_leads_to_a_new_password(app, clock, laptop):
+    phone = sign_in(app)
+    tablet = sign_in(app)
+    reuse_alert_for(app, clock, laptop, phone)
+    response = post(laptop, "/account/secure")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/account/password")
+    assert flashes(laptop.get(response.headers["Location"])) == [
+        "Every other device has been signed out. Now choose a new password, so that nobody can sign in "
+        "with the old one."
+    ]
+    assert tablet.get("/api/me").status_code == 401
+    assert laptop.get("/api/me").status_code == 200
+    assert open_alert_ids(app) == []
+
+
+def test_an_alert_belongs_to_its_owner(app, clock, laptop):
+    phone = sign_in(app)
+    reuse_alert_for(app, clock, laptop, phone)
+    [alert_id] = open_alert_ids(app)
+    stranger = app.test_client()
+    AuthActions(stranger).register(email="mallory@example.com")
+    token = csrf_token_from(stranger.get("/account/sessions").data)
+    assert stranger.post(f"/account/alerts/{alert_id}/dismiss", data={"csrf_token": token}).status_code == 404
+    assert open_alert_ids(app) == [alert_id]
+
+
+@pytest.mark.parametrize("app_config", [{"LOGIN_LIMIT_PER_ACCOUNT": "2 per 15 minutes"}])
+def test_too_many_attempts_says_when_to_try_again(app, laptop):
+    stranger = app.test_client()
+    for _ in range(2):
+        AuthActions(stranger).login(password="wrong password")
+    refused = AuthActions(stranger).login(password="wrong password")
+    assert refused.status_code == 429
+    retry_after = int(refused.headers["Retry-After"])
+    text = BeautifulSoup(refused.data, "html.parser").get_text(" ", strip=True)
+    minutes = -(-retry_after // 60)
+    assert f"You can try again in {minutes} minute" in text
