@@ -19,3 +19,28 @@ timeout = 30
 
 # Seconds an idle keep-alive connection stays open. It costs no thread, only a socket.
 keepalive = 5
+
+
+def on_starting(server):
+    """Refuse several worker processes when the sign-in limits count in memory.
+
+    `memory://` (the default RATELIMIT_STORAGE_URI) counts in each process on its own, so
+    with N workers every limit would be N times looser, and differently on every run.
+    Set RATELIMIT_STORAGE_URI=redis://... to share the counts, or ALLOW_PER_PROCESS_LIMITS=on
+    to accept the looser limits knowingly (a benchmark, a test that lifts the limits).
+    """
+    import os
+    import sys
+
+    storage = (os.environ.get("RATELIMIT_STORAGE_URI") or "memory://").strip()
+    allowed = (os.environ.get("ALLOW_PER_PROCESS_LIMITS") or "off").strip().lower() in ("1", "true", "on", "yes")
+    if server.cfg.workers > 1 and storage.startswith("memory://") and not allowed:
+        server.log.error(
+            "%d workers with RATELIMIT_STORAGE_URI=%s: each process would keep its own sign-in counts, so every "
+            "limit would be %d times looser. Set RATELIMIT_STORAGE_URI=redis://HOST:6379/0 to share them, run one "
+            "worker (its threads share them), or set ALLOW_PER_PROCESS_LIMITS=on to accept per-process limits.",
+            server.cfg.workers,
+            storage,
+            server.cfg.workers,
+        )
+        sys.exit(1)

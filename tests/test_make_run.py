@@ -78,3 +78,52 @@ def test_the_account_limit_holds_exactly_in_the_default_make_run(make_run_server
         incorrect = [answer for answer in answers if answer == (401, "Incorrect email or password.")]
         limited = [answer for answer in answers if answer[0] == 429]
         assert (len(incorrect), len(limited)) == (LIMIT, ATTEMPTS - LIMIT), (email, answers)
+
+
+def start_make_run(tmp_path: Path, workers: int, **settings: str) -> tuple[subprocess.Popen, Path, list[str]]:
+    command = [*make_run_gunicorn_command()]
+    index = command.index("--workers") if "--workers" in command else None
+    if index is not None:
+        command[index + 1] = str(workers)
+    else:
+        command += ["--workers", str(workers)]
+    env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "SECRET_KEY": TEST_SECRET,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
+        **settings,
+    }
+    for name in ("FLASK_APP", "RATELIMIT_STORAGE_URI", "ALLOW_PER_PROCESS_LIMITS"):
+        if name not in settings:
+            env.pop(name, None)
+    error_log = tmp_path / "gunicorn.log"
+    with error_log.open("w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    return process, error_log, command
+
+
+def test_several_workers_with_limits_counted_in_memory_refuse_to_start(tmp_path):
+    """`WORKERS=2 make run` on the default memory:// would make every limit twice as
+    loose: it stops and says what to set instead."""
+    process, error_log, _ = start_make_run(tmp_path, workers=2)
+    try:
+        assert process.wait(timeout=60) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "RATELIMIT_STORAGE_URI=redis://" in error_log.read_text()
+
+
+def test_several_workers_start_when_the_limits_are_shared(tmp_path):
+    process, error_log, command = start_make_run(tmp_path, workers=2, RATELIMIT_STORAGE_URI="redis://127.0.0.1:6379/0")
+    try:
+        base_url = wait_until_serving(process, error_log, worker_count(command))
+        assert requests.get(f"{base_url}/healthz", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -94,6 +94,9 @@ def server(server_database, tmp_path_factory):
         "DATABASE_URL": server_database,
         "BCRYPT_ROUNDS": "4",
         "REFRESH_REUSE_GRACE": str(REUSE_GRACE),
+        # Four processes on memory:// limits, which gunicorn.conf.py refuses unless told:
+        # the limits are lifted below anyway.
+        "ALLOW_PER_PROCESS_LIMITS": "on",
         # The sign-up race below makes 24 "email already exists" answers, each a failed
         # attempt against one account's sign-in budget. With memory:// every worker keeps
         # its own count and the kernel deals requests out at random, so the default limit
