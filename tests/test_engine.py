@@ -406,3 +406,26 @@ def test_ending_a_session_with_its_current_refresh_token_is_a_sign_out(db_sessio
         assert sessions.revoke_by_refresh_token(db_session, current.refresh_token, policy=policy, now=clock())
     assert session_row(db_session, issued.session_id).revoked_reason == "signed_out"
     assert reuse_events(db_session) == []
+
+
+def test_a_copy_that_only_presents_the_previous_token_is_caught_at_its_second_use(db_session, user, policy, clock):
+    """Malware copied the cookie jar. The thief rotates once, then keeps presenting the
+    copied (now previous) token, never the successor, so the successor never looks
+    delivered: that is answered once as a lost answer, and then it is reuse."""
+    issued = start(db_session, user, policy, clock)
+    owner = rotate(db_session, issued.refresh_token, policy, clock)
+    use(db_session, owner, policy, clock)
+    copy = owner.refresh_token
+
+    clock.advance(policy.access_ttl)
+    rotate(db_session, copy, policy, clock)  # the thief's first use rotates
+    clock.advance(policy.reuse_grace + 1)
+    rotate(db_session, copy, policy, clock)  # indistinguishable from a lost answer: once
+    # The page that fetched it may still send the old token for a moment...
+    clock.advance(1)
+    assert rotate(db_session, copy, policy, clock).new_refresh_token is False
+    # ...but not after its window: the alarm, for the thief or for the owner coming back.
+    clock.advance(policy.reuse_grace)
+    with pytest.raises(sessions.RefreshTokenReused):
+        rotate(db_session, copy, policy, clock)
+    assert reuse_events(db_session) == [EventKind.REFRESH_TOKEN_REUSED]

@@ -194,3 +194,20 @@ def test_a_copy_of_this_browsers_cookies_dies_with_the_password_change(app, cloc
         copy = app.test_client()
         copy.set_cookie("refresh_token", refresh_token)
         assert copy.get("/api/me").status_code == 401
+
+
+def test_a_request_sent_just_before_the_change_does_not_undo_it(app, clock, laptop_and_phone):
+    """The page's script sent a request with the old cookies just before the change; its
+    answer arrives after the change's. It must not clear the new session's cookies."""
+    laptop, _ = laptop_and_phone
+    in_flight = app.test_client()
+    in_flight.set_cookie("access_token", cookie_value(laptop, "access_token"))
+    in_flight.set_cookie("refresh_token", cookie_value(laptop, "refresh_token"))
+    assert change_password(laptop).status_code == 302
+
+    late = in_flight.get("/api/me")
+    assert late.status_code == 401
+    assert "Set-Cookie" not in late.headers  # the browser keeps whatever it now has
+    # Later, the old cookies are simply signed out (and cleared).
+    clock.advance(app.config["REFRESH_REUSE_GRACE"] + 1)
+    assert "Max-Age=0" in in_flight.get("/api/me").headers.get("Set-Cookie", "")

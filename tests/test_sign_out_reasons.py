@@ -252,3 +252,8 @@ def test_too_many_attempts_says_when_to_try_again(app, laptop):
     text = BeautifulSoup(refused.data, "html.parser").get_text(" ", strip=True)
     minutes = -(-retry_after // 60)
     assert f"You can try again in {minutes} minute" in text
+
+
+@pytest.mark.parametrize("event_id", ["9223372036854775808", "2147483648", "-1", "0", "abc"])
+def test_a_dismissal_of_no_such_alert_is_404(laptop, event_id):
+    assert post(laptop, f"/account/alerts/{event_id}/dismiss").status_code == 404

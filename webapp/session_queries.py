@@ -89,6 +89,18 @@ TOUCH = (
     .values(last_active_at=bindparam("now"))
 )
 
+# A lost rotation is answered again: from now on it counts as delivered, and the page that
+# fetches it gets a grace window of its own.
+REDELIVER = (
+    update(sessions_table)
+    .where(
+        sessions_table.c.id == bindparam("pk"),
+        sessions_table.c.counter == bindparam("current"),
+        sessions_table.c.delivered_counter < bindparam("current"),
+    )
+    .values(delivered_counter=bindparam("current"), rotated_at=bindparam("now"))
+)
+
 # A request carried the access token issued with `counter`: that rotation was delivered.
 MARK_DELIVERED = (
     update(sessions_table)
@@ -137,4 +149,12 @@ def mark_delivered(db_session: DbSession, *, pk: int, counter: int) -> bool:
     """Record that the token for `counter` of session `pk` reached its holder, unless a
     later one already did. Returns whether a row was written. Writes; does not commit."""
     result = db_session.connection().execute(MARK_DELIVERED, {"pk": pk, "delivered": counter})
+    return result.rowcount == 1
+
+
+def redeliver(db_session: DbSession, *, pk: int, counter: int, now: datetime) -> bool:
+    """Record that the lost rotation to `counter` of session `pk` is being answered again
+    at `now`, unless a parallel request did it first. Returns whether this call did.
+    Writes; does not commit."""
+    result = db_session.connection().execute(REDELIVER, {"pk": pk, "current": counter, "now": now})
     return result.rowcount == 1

@@ -97,9 +97,13 @@ class RefreshRejected(SignedOut):
     `reason` says why its session ended, when it had one (None for a forged token or a
     counter ahead of the session: nothing to tell a person)."""
 
-    def __init__(self, message: str, *, reason: EndReason | None = None):
+    def __init__(self, message: str, *, reason: EndReason | None = None, superseded: bool = False):
         super().__init__(message)
         self.reason = reason
+        # Ended moments ago by a password change, which gave the browser that made it a
+        # new session: this may be that browser's request from just before, whose answer
+        # must not clear the new session's cookies.
+        self.superseded = superseded
 
 
 class RefreshTokenReused(RefreshRejected):
@@ -167,7 +171,7 @@ class IssuedTokens:
     persistent: bool
     # Who these tokens sign in, so the edge needs no second lookup after a rotation.
     signed_in: SignedIn
-    # False when nothing was written: a grace answer, or a lost rotation sent again.
+    # False when the counter did not move: a grace answer, or a lost rotation sent again.
     rotated: bool = True
     # False when `refresh_token` is the one the holder presented (a grace answer): the
     # browser's refresh cookie is left as it is.
@@ -466,7 +470,8 @@ def rotate_refresh_token(
       presented, so a copy of a retired token never yields the current one: it cannot
       follow the session from rotation to rotation;
     - n-1 later, if n never reached anybody (the rotation's answer was lost): the tokens
-      for n again, writing nothing. Not theft;
+      for n again, once: n now counts as delivered and a new grace window opens for the
+      page that fetches them. Not theft;
     - n-1 later once n was delivered, or anything older: a copy in the wrong hands.
 
     Raises `RefreshRejected` for a forged, unknown, lapsed or revoked token or a counter
@@ -484,7 +489,11 @@ def rotate_refresh_token(
         # Pruned, long after it ended.
         raise RefreshRejected("unknown session", reason=EndReason.EXPIRED)
     if not _is_live(row, now):
-        raise RefreshRejected("session is not active", reason=_end_reason(row, now))
+        reason = _end_reason(row, now)
+        superseded = reason is EndReason.PASSWORD_CHANGED and now - row.revoked_at < timedelta(
+            seconds=policy.reuse_grace
+        )
+        raise RefreshRejected("session is not active", reason=reason, superseded=superseded)
 
     presented = _classify(row, counter, policy=policy, now=now)
     if presented is Presented.CURRENT:
@@ -514,6 +523,12 @@ def rotate_refresh_token(
             new_refresh_token=False,
         )
     if presented is Presented.PREVIOUS_UNDELIVERED:
+        # Answered once, not forever: the answer itself counts as the delivery (one write),
+        # so the previous token coming back after this page load is reuse. Otherwise a
+        # copy that only ever presents the previous token would be served for days.
+        if not session_queries.redeliver(db_session, pk=row.id, counter=row.counter, now=now):
+            # A parallel request of the same page answered it first: its grace window.
+            return rotate_refresh_token(db_session, refresh_token, policy=policy, now=now)
         return _tokens_for(
             signed_in=_signed_in(row, session_id, last_active_at=row.last_active_at),
             counter=row.counter,

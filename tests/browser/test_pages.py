@@ -117,7 +117,7 @@ def test_each_page_reflows_at_320_px(browser, live_server, account, name):
 
 
 @pytest.mark.parametrize("width_name", list(WIDTHS))
-@pytest.mark.parametrize("name", ["devices", "account", "sign-in"])
+@pytest.mark.parametrize("name", list(PAGES))
 def test_dark_scheme_fits_and_passes_axe(browser, live_server, account, screenshots, name, width_name):
     context, page = open_page(browser, live_server, account, name, WIDTHS[width_name], scheme="dark")
     try:

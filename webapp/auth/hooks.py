@@ -140,16 +140,21 @@ def rotate_from_cookie(
     auth: RequestAuth, refresh_token: str, *, policy: SessionPolicy, now: datetime
 ) -> IssuedTokens | None:
     """Rotate the browser's refresh token: signed in with new tokens, or signed out."""
-    reason = None
+    rejected = None
     with unit_of_work(db.session):
         try:
             issued = sessions.rotate_refresh_token(db.session, refresh_token, policy=policy, now=now)
-        except sessions.RefreshRejected as rejected:
+        except sessions.RefreshRejected as error:
             # Caught inside the unit of work: a reused token's revocation and its event
             # are committed with it.
-            issued, reason = None, rejected.reason
-    if issued is None:
-        auth.sign_out(refresh_rejected=True, reason=reason)
+            issued, rejected = None, error
+    if rejected is not None and rejected.superseded:
+        # A request sent just before this browser changed its password: the answer to
+        # that change set the new session's cookies, which this one must not clear.
+        auth.signed_out_leaving_cookies()
+        return None
+    if rejected is not None:
+        auth.sign_out(refresh_rejected=True, reason=rejected.reason)
         return None
     auth.sign_in(issued)
     return issued

@@ -67,6 +67,12 @@ class RequestAuth:
         self.refresh_rejected = self.refresh_rejected or refresh_rejected
         self.sign_out_reason = reason or self.sign_out_reason
 
+    def signed_out_leaving_cookies(self) -> None:
+        """Signed out for this request only: the browser's cookies may already be newer
+        than the ones this request carried (see `sessions.RefreshRejected.superseded`)."""
+        self.signed_in = None
+        self.issued = None
+
     def bearer_refused(self, error: BearerError) -> None:
         self.signed_in = None
         self.bearer_error = error
