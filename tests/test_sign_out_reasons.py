@@ -257,3 +257,18 @@ def test_too_many_attempts_says_when_to_try_again(app, laptop):
 @pytest.mark.parametrize("event_id", ["9223372036854775808", "2147483648", "-1", "0", "abc"])
 def test_a_dismissal_of_no_such_alert_is_404(laptop, event_id):
     assert post(laptop, f"/account/alerts/{event_id}/dismiss").status_code == 404
+
+
+def test_other_devices_are_told_at_once_after_a_password_change(app, laptop):
+    phone = sign_in(app)
+    token = csrf_token_from(laptop.get("/account/password").data)
+    new = "an entirely new passphrase"
+    laptop.post(
+        "/account/password",
+        data={"current_password": PASSWORD, "new_password": new, "confirm": new, "csrf_token": token},
+    )
+    phone.delete_cookie("access_token")  # its next request needs the refresh token, right away
+    assert flashes(phone.get("/", follow_redirects=True)) == [
+        "Your password was changed, so this device was signed out. Sign in with the new password."
+    ]
+    assert laptop.get("/api/me").status_code == 200

@@ -129,13 +129,13 @@ def change_password(
         raise WrongPassword()
     this_session = sessions.session_times(db_session, session_id, user_id=user_id, now=now)
     set_password(db_session, user, new_password, rounds=rounds, now=now)
-    ended = sessions.revoke_other_sessions(
-        db_session, user_id=user_id, keep_session_id=None, now=now, reason=EndReason.PASSWORD_CHANGED
+    others = sessions.revoke_other_sessions(
+        db_session, user_id=user_id, keep_session_id=session_id, now=now, reason=EndReason.PASSWORD_CHANGED
     )
+    sessions.supersede_session(db_session, session_id, user_id=user_id, now=now)
     issued = sessions.start_session(
         db_session, user, policy=policy, now=now, device=device, persistent=this_session.persistent, event=None
     )
-    others = ended - 1  # this browser's old session was active, and goes on as the new one
     record_event(
         db_session,
         user_id=user_id,

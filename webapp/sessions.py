@@ -61,6 +61,7 @@ __all__ = [
     "seconds_until",
     "session_times",
     "start_session",
+    "supersede_session",
     "touch_session",
 ]
 
@@ -77,6 +78,7 @@ class EndReason(enum.StrEnum):
     REVOKED_BY_USER = "revoked_by_user"  # signed out from another device
     SIGNED_OUT_BY_USER = "signed_out_by_user"  # "sign out all other devices"
     PASSWORD_CHANGED = "password_changed"
+    SUPERSEDED = "superseded"  # this browser changed the password and goes on in a new session
     REUSE = "reuse"  # a copy of its refresh token was used
     SESSION_LIMIT = "session_limit"  # more than MAX_SESSIONS_PER_USER devices
     ACCOUNT_DISABLED = "account_disabled"
@@ -100,9 +102,9 @@ class RefreshRejected(SignedOut):
     def __init__(self, message: str, *, reason: EndReason | None = None, superseded: bool = False):
         super().__init__(message)
         self.reason = reason
-        # Ended moments ago by a password change, which gave the browser that made it a
-        # new session: this may be that browser's request from just before, whose answer
-        # must not clear the new session's cookies.
+        # Replaced moments ago by a new session in the same browser (it changed the
+        # password): this is that browser's request from just before, whose answer must
+        # not clear the new session's cookies.
         self.superseded = superseded
 
 
@@ -490,9 +492,7 @@ def rotate_refresh_token(
         raise RefreshRejected("unknown session", reason=EndReason.EXPIRED)
     if not _is_live(row, now):
         reason = _end_reason(row, now)
-        superseded = reason is EndReason.PASSWORD_CHANGED and now - row.revoked_at < timedelta(
-            seconds=policy.reuse_grace
-        )
+        superseded = reason is EndReason.SUPERSEDED and now - row.revoked_at < timedelta(seconds=policy.reuse_grace)
         raise RefreshRejected("session is not active", reason=reason, superseded=superseded)
 
     presented = _classify(row, counter, policy=policy, now=now)
@@ -633,6 +633,18 @@ def revoke_by_refresh_token(db_session: DbSession, refresh_token: str, *, policy
         _end_reused_session(db_session, row, session_id, counter=counter, now=now)
         return True
     return revoke_session(db_session, session_id, user_id=row.user_id, now=now)
+
+
+def supersede_session(db_session: DbSession, session_id: str, *, user_id: int, now: datetime) -> bool:
+    """End `user_id`'s active session `session_id` because its browser goes on in a new
+    one (after a password change). Records no event: the caller records its own.
+    Returns whether it was active. Writes; does not commit."""
+    ended = db_session.execute(
+        update(Session)
+        .where(Session.public_id == session_id, Session.user_id == user_id, _active(now))
+        .values(revoked_at=now, revoked_reason=EndReason.SUPERSEDED)
+    )
+    return ended.rowcount == 1
 
 
 def list_active_sessions(db_session: DbSession, *, user_id: int, now: datetime) -> list[Session]:

@@ -19,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import Session
 from webapp.sessions import EndReason
 
-from .conftest import browser_tests
+from .conftest import REFRESH_REUSE_GRACE, browser_tests
 
 pytestmark = browser_tests
 
@@ -47,6 +47,10 @@ def test_the_signed_out_browser_is_told_why(devices, email, live_server, reason)
     browser.register(email)
     session_id = browser.session_id()
     end_session(live_server.app, email, session_id, reason, live_server.clock())
+    if reason is EndReason.SUPERSEDED:
+        # For a moment its old cookies are the browser's own request from before the
+        # change, answered without clearing anything: later they are told.
+        live_server.clock.advance(REFRESH_REUSE_GRACE + 1)
 
     # The access cookie is gone (as when it expires): the next page asks the refresh
     # token, which the server refuses, saying why.

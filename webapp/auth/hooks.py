@@ -42,6 +42,11 @@ SIGN_OUT_MESSAGES: dict[EndReason, tuple[str, str]] = {
         "Your password was changed, so this device was signed out. Sign in with the new password.",
         "warning",
     ),
+    # A copy of the cookies of the browser that changed the password, come back later.
+    EndReason.SUPERSEDED: (
+        "Your password was changed, so this device was signed out. Sign in with the new password.",
+        "warning",
+    ),
     EndReason.REUSE: (
         "We signed you out to protect your account: a copy of this browser's sign-in was used somewhere else. "
         "Sign in again, then check your devices and change your password.",
