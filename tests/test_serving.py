@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +74,10 @@ def worker_count(command: list[str]) -> int:
     return 1  # gunicorn's default, and gunicorn.conf.py sets no other
 
 
-@pytest.fixture
-def make_run_server(tmp_path) -> Iterator[Server]:
-    command = make_run_gunicorn_command()
+def make_run_environ(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `make run` started by a test: the test settings, a SQLite
+    database of its own, and the defaults (wsgi.py, memory:// limits) unless `settings`
+    name others."""
     env = {
         **os.environ,
         "APP_ENV": "testing",
@@ -83,21 +85,26 @@ def make_run_server(tmp_path) -> Iterator[Server]:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite3'}",
         "BCRYPT_ROUNDS": "4",
     }
-    env.pop("FLASK_APP", None)
-    upgrade = subprocess.run(
-        [BIN / "flask", "db", "upgrade"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert upgrade.returncode == 0, upgrade.stderr
+    for name in ("FLASK_APP", "RATELIMIT_STORAGE_URI", "ALLOW_PER_PROCESS_LIMITS"):
+        env.pop(name, None)
+    return {**env, **settings}
 
-    # gunicorn's error log goes to stderr unless told otherwise: into a file, to read.
-    error_log = tmp_path / "gunicorn.log"
+
+def flask_command(env: dict[str, str], *arguments: str, stdin: str | None = None) -> None:
+    done = subprocess.run(
+        [BIN / "flask", *arguments], cwd=PROJECT_ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@contextmanager
+def gunicorn(command: list[str], env: dict[str, str], error_log: Path) -> Iterator[subprocess.Popen]:
+    """`command` running from the project root, its error log in `error_log`; stopped
+    (and, if it will not stop, killed) on the way out."""
     with error_log.open("w") as log:
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        workers = worker_count(command)
-        base_url = wait_until_serving(process, error_log, workers)
-        host, port = base_url.removeprefix("http://").split(":")
-        yield Server(base_url=base_url, host=host, port=int(port), workers=workers)
+        yield process
     finally:
         process.terminate()
         try:
@@ -105,6 +112,20 @@ def make_run_server(tmp_path) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def make_run_server(tmp_path) -> Iterator[Server]:
+    command = make_run_gunicorn_command()
+    env = make_run_environ(tmp_path)
+    flask_command(env, "db", "upgrade")
+    # gunicorn's error log goes to stderr unless told otherwise: into a file, to read.
+    error_log = tmp_path / "gunicorn.log"
+    with gunicorn(command, env, error_log) as process:
+        workers = worker_count(command)
+        base_url = wait_until_serving(process, error_log, workers)
+        host, port = base_url.removeprefix("http://").split(":")
+        yield Server(base_url=base_url, host=host, port=int(port), workers=workers)
 
 
 def wait_until_serving(process: subprocess.Popen, error_log: Path, workers: int) -> str:
