@@ -272,3 +272,24 @@ def test_other_devices_are_told_at_once_after_a_password_change(app, laptop):
         "Your password was changed, so this device was signed out. Sign in with the new password."
     ]
     assert laptop.get("/api/me").status_code == 200
+
+
+def test_a_sign_out_without_a_csrf_token_ends_nothing(app, laptop):
+    """Another site can post to /auth/logout. With the auth cookies (SameSite=Lax keeps
+    them off a cross-site POST, but a same-site one would carry them) it needs the CSRF
+    token; without them it is let through, and must then end, clear and record nothing."""
+    with_cookies = laptop.post("/auth/logout")
+    assert with_cookies.status_code == 400
+    assert laptop.get("/api/me").status_code == 200
+
+    cross_site = app.test_client()  # what a cross-site POST looks like: no auth cookie
+    answer = cross_site.post("/auth/logout")
+    assert answer.status_code == 302
+    assert "Clear-Site-Data" not in answer.headers
+    assert not any(
+        header.startswith(("access_token=", "refresh_token=")) for header in answer.headers.getlist("Set-Cookie")
+    )
+    with app.app_context():
+        kinds = db.session.execute(select(SecurityEvent.kind)).scalars().all()
+    assert "signed_out" not in kinds
+    assert laptop.get("/api/me").status_code == 200

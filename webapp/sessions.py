@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session as DbSession
 from . import session_queries, tokens
 from .devices import Device
 from .models import Session, User
-from .security_events import EventKind, record_event
+from .security_events import EventKind, devices_signed_out, record_event
 from .tokens import InvalidToken, KeyRing
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "Presented",
     "seconds_until",
     "session_times",
+    "sign_out_other_devices",
     "start_session",
     "supersede_session",
     "touch_session",
@@ -608,6 +609,26 @@ def revoke_other_sessions(
     if keep_session_id is not None:
         condition.append(Session.public_id != keep_session_id)
     return db_session.execute(update(Session).where(*condition).values(revoked_at=now, revoked_reason=reason)).rowcount
+
+
+def sign_out_other_devices(
+    db_session: DbSession, *, user_id: int, keep_session_id: str, now: datetime, device: Device
+) -> int:
+    """ "Sign out all other devices" from session `keep_session_id` on `device`: end the
+    user's other active sessions and, when that ended any, record it with how many.
+    Returns how many ended. Writes; does not commit."""
+    ended = revoke_other_sessions(db_session, user_id=user_id, keep_session_id=keep_session_id, now=now)
+    if ended:  # a click that ended nothing is not an event
+        record_event(
+            db_session,
+            user_id=user_id,
+            kind=EventKind.OTHER_SESSIONS_REVOKED,
+            now=now,
+            device=device,
+            session_id=keep_session_id,
+            detail=devices_signed_out(ended),
+        )
+    return ended
 
 
 def revoke_by_refresh_token(db_session: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime) -> bool:

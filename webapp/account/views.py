@@ -18,10 +18,8 @@ from ..extensions import db
 from ..security_events import (
     EventKind,
     acknowledge_alerts,
-    devices_signed_out,
     list_open_alerts,
     list_security_events,
-    record_event,
 )
 from ..sessions import EndReason
 from .activity import event_explanation
@@ -184,18 +182,9 @@ def revoke(session_id: str):
 def revoke_others():
     me = current_auth().signed_in
     with unit_of_work(db.session):
-        now = current_time()
-        ended = sessions.revoke_other_sessions(db.session, user_id=me.user_id, keep_session_id=me.session_id, now=now)
-        if ended:  # a click that ended nothing is not an event
-            record_event(
-                db.session,
-                user_id=me.user_id,
-                kind=EventKind.OTHER_SESSIONS_REVOKED,
-                now=now,
-                device=current_device(),
-                session_id=me.session_id,
-                detail=devices_signed_out(ended),
-            )
+        ended = sessions.sign_out_other_devices(
+            db.session, user_id=me.user_id, keep_session_id=me.session_id, now=current_time(), device=current_device()
+        )
     if ended:
         flash(f"Signed out {ended} other device{'s' if ended != 1 else ''}.", "success")
     else:
@@ -259,17 +248,9 @@ def secure_account():
     with, and the next step is a new password (which ends this session's tokens too)."""
     me, now = current_auth().signed_in, current_time()
     with unit_of_work(db.session):
-        ended = sessions.revoke_other_sessions(db.session, user_id=me.user_id, keep_session_id=me.session_id, now=now)
-        if ended:
-            record_event(
-                db.session,
-                user_id=me.user_id,
-                kind=EventKind.OTHER_SESSIONS_REVOKED,
-                now=now,
-                device=current_device(),
-                session_id=me.session_id,
-                detail=devices_signed_out(ended),
-            )
+        ended = sessions.sign_out_other_devices(
+            db.session, user_id=me.user_id, keep_session_id=me.session_id, now=now, device=current_device()
+        )
         acknowledge_alerts(db.session, user_id=me.user_id, now=now)
     others = "Every other device has been signed out" if ended else "No other device was signed in"
     flash(f"{others}. Now choose a new password, so that nobody can sign in with the old one.", "success")
