@@ -3,6 +3,10 @@ starts in the project root, as `make run` and the README's commands do; options 
 command line (`--workers`, `--bind`) win over these.
 """
 
+from gunicorn.glogging import Logger
+
+from webapp.redaction import redact_link_tokens
+
 # Threads, not gunicorn's default sync workers. A sync worker serves one connection from
 # its first byte to its last: a client that sends half a request and stalls holds the
 # whole process until `timeout` kills it, and as many such clients as there are workers
@@ -19,6 +23,19 @@ timeout = 30
 
 # Seconds an idle keep-alive connection stays open. It costs no thread, only a socket.
 keepalive = 5
+
+
+class AccessLogWithoutLinkTokens(Logger):
+    """gunicorn's logger, with the tokens of password-reset and "Not you?" links cut out
+    of the access log's request line, path and Referer: a log must not hold a working
+    password-reset link."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {key: redact_link_tokens(value) if isinstance(value, str) else value for key, value in atoms.items()}
+
+
+logger_class = AccessLogWithoutLinkTokens
 
 
 def on_starting(server):

@@ -16,6 +16,7 @@ ENGINE_MODULES = [
     "devices",
     "models",
     "passwords",
+    "recovery",
     "retention",
     "security_events",
     "session_queries",

@@ -42,6 +42,7 @@ class Server:
     host: str
     port: int
     workers: int
+    access_log: Path
 
 
 def make_run_gunicorn_command() -> list[str]:
@@ -98,11 +99,14 @@ def flask_command(env: dict[str, str], *arguments: str, stdin: str | None = None
 
 
 @contextmanager
-def gunicorn(command: list[str], env: dict[str, str], error_log: Path) -> Iterator[subprocess.Popen]:
-    """`command` running from the project root, its error log in `error_log`; stopped
-    (and, if it will not stop, killed) on the way out."""
-    with error_log.open("w") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+def gunicorn(
+    command: list[str], env: dict[str, str], error_log: Path, access_log: Path | None = None
+) -> Iterator[subprocess.Popen]:
+    """`command` running from the project root, its error log in `error_log` (and what it
+    prints, `make run`'s access log, in `access_log`); stopped (and, if it will not stop,
+    killed) on the way out."""
+    with error_log.open("w") as log, open(access_log or os.devnull, "w") as out:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=log)
     try:
         yield process
     finally:
@@ -121,11 +125,12 @@ def make_run_server(tmp_path) -> Iterator[Server]:
     flask_command(env, "db", "upgrade")
     # gunicorn's error log goes to stderr unless told otherwise: into a file, to read.
     error_log = tmp_path / "gunicorn.log"
-    with gunicorn(command, env, error_log) as process:
+    access_log = tmp_path / "access.log"
+    with gunicorn(command, env, error_log, access_log) as process:
         workers = worker_count(command)
         base_url = wait_until_serving(process, error_log, workers)
         host, port = base_url.removeprefix("http://").split(":")
-        yield Server(base_url=base_url, host=host, port=int(port), workers=workers)
+        yield Server(base_url=base_url, host=host, port=int(port), workers=workers, access_log=access_log)
 
 
 def wait_until_serving(process: subprocess.Popen, error_log: Path, workers: int) -> str:
@@ -168,3 +173,27 @@ def test_clients_that_stall_mid_request_do_not_stall_the_server(make_run_server)
         # Closed before gunicorn stops: a worker reading one of them gets its end at once.
         for connection in stalled:
             connection.close()
+
+
+def test_the_access_log_keeps_no_recovery_link(make_run_server):
+    server = make_run_server
+    reset_token = "1.t8k2n1.Qm9vbTBvbTBvbTBvbTBvbTBvbTBvbTBvbTBvbTBvbTA"
+    secure_token = "1.t8k2n1.U2VjdXJlU2VjdXJlU2VjdXJlU2VjdXJlU2VjdXJlU2U"
+    response = requests.get(
+        f"{server.base_url}/auth/reset/{reset_token}?from=email",
+        headers={"Referer": f"{server.base_url}/auth/secure/{secure_token}"},
+        timeout=10,
+    )
+    assert response.status_code == 404  # not a link we issued: the log is what matters here
+    # Percent-escapes reach the same page: they must not reach the log.
+    escaped = requests.get(f"{server.base_url}/auth/%72eset/{reset_token}x", timeout=10)
+    assert escaped.status_code == 404
+    assert requests.get(server.base_url + "/healthz", timeout=10).status_code == 200
+
+    log = server.access_log.read_text()
+    assert "GET /healthz" in log  # the log is written, line by line
+    assert "GET /auth/reset/[redacted]?from=email" in log
+    assert "/auth/secure/[redacted]" in log
+    assert reset_token not in log
+    assert "%72eset" not in log
+    assert secure_token not in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -11,9 +12,10 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, errors
+from . import auth, errors, mail
 from .config import apply_derived_settings, keeps_database_in, load_config, make_private_directory
 from .extensions import db, migrate
+from .recovery import RecoveryPolicy
 from .retention import PruneSchedule, RetentionPolicy
 from .sessions import SessionPolicy
 
@@ -50,6 +52,11 @@ def create_app(
     app.extensions["session_policy"] = SessionPolicy.from_config(app.config)
     app.extensions["retention_policy"] = RetentionPolicy.from_config(app.config)
     app.extensions["prune_schedule"] = PruneSchedule()
+    app.extensions["recovery_policy"] = RecoveryPolicy.from_config(app.config)
+    if app.logger.level == logging.NOTSET:
+        # Flask's handler prints what reaches it; INFO, so that development's emails (and
+        # what the outbox did) show in the server log.
+        app.logger.setLevel(logging.INFO)
     register_extensions(app)
     # CSRF, authentication, rate limits, cookies, security headers: see its docstring.
     auth.init_app(app)
@@ -73,6 +80,7 @@ class SafeJSONProvider(DefaultJSONProvider):
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    mail.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -81,8 +89,10 @@ def register_blueprints(app: Flask) -> None:
     from .api.views import bp as api_bp
     from .auth.views import bp as auth_bp
     from .main import bp as main_bp
+    from .reset.views import bp as reset_bp
 
     app.register_blueprint(auth_bp)
+    app.register_blueprint(reset_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(api_token_bp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DbSession
 
@@ -76,7 +76,8 @@ def check_credentials(db_session: DbSession, email: str, password: str, *, round
     and give the same None, so neither the answer nor its timing tells them apart.
     """
     user = find_user(db_session, email)
-    if user is None:
+    if user is None or not passwords.is_usable(user.password_hash):
+        # An account whose password was made unusable ("Not you?") costs the same too.
         passwords.verify_password(password, passwords.dummy_hash(rounds))
         return None
     if not passwords.verify_password(password, user.password_hash) or user.disabled_at is not None:
@@ -84,10 +85,19 @@ def check_credentials(db_session: DbSession, email: str, password: str, *, round
     return user
 
 
-def set_password(db_session: DbSession, user: User, new_password: str, *, rounds: int, now: datetime) -> None:
-    """Replace the user's password. Writes; does not commit."""
-    user.password_hash = passwords.hash_password(new_password, rounds=rounds)
-    user.password_changed_at = now
+def replace_password_hash(db_session: DbSession, user: User, new_hash: str, *, now: datetime) -> bool:
+    """Replace the password hash of `user` if it is still the one this request read (and
+    checked): a compare-and-set, so that of a password change and a reset (or two
+    resets) racing, the second finds the hash changed and writes nothing. Returns whether
+    it replaced it; afterwards `user` reads the database again. Writes; does not commit."""
+    replaced = db_session.execute(
+        update(User)
+        .where(User.id == user.id, User.password_hash == user.password_hash)
+        .values(password_hash=new_hash, password_changed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db_session.expire(user)
+    return replaced.rowcount == 1
 
 
 class WrongPassword(Exception):
@@ -117,7 +127,8 @@ def change_password(
     any of its earlier tokens, in a thief's cookie jar, must die with it), starts a new
     session for this browser (new id, counter 0, "remember me" as before) and records
     PASSWORD_CHANGED. Raises `WrongPassword` (nothing written) and
-    `sessions.SessionInactive` (this session ended meanwhile). Writes; does not commit:
+    `sessions.SessionInactive` (this session ended meanwhile, or a reset replaced the
+    password since it was checked). Writes; does not commit:
     the caller commits all of it or none.
     """
     user = db_session.get(User, user_id)
@@ -128,11 +139,16 @@ def change_password(
     ):
         raise WrongPassword()
     this_session = sessions.session_times(db_session, session_id, user_id=user_id, now=now)
-    set_password(db_session, user, new_password, rounds=rounds, now=now)
+    new_hash = passwords.hash_password(new_password, rounds=rounds)
+    # A reset (or another change) that committed since the check above ended this session
+    # and replaced the hash: this change must not overwrite it.
+    if not replace_password_hash(db_session, user, new_hash, now=now):
+        raise sessions.SessionInactive()
     others = sessions.revoke_other_sessions(
         db_session, user_id=user_id, keep_session_id=session_id, now=now, reason=EndReason.PASSWORD_CHANGED
     )
-    sessions.supersede_session(db_session, session_id, user_id=user_id, now=now)
+    if not sessions.supersede_session(db_session, session_id, user_id=user_id, now=now):
+        raise sessions.SessionInactive()
     issued = sessions.start_session(
         db_session, user, policy=policy, now=now, device=device, persistent=this_session.persistent, event=None
     )

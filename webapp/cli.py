@@ -1,8 +1,8 @@
 """Operator commands: thin wrappers over the engine.
 
 `flask prune` deletes what has been kept long enough; `flask users ...` creates,
-disables, enables and signs out accounts. Each prints what it did and exits non-zero
-with a message for an unknown email.
+disables, enables and signs out accounts, and prints reset links. Each prints what it
+did and exits non-zero with a message for an unknown email.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from . import accounts, passwords, retention
+from . import accounts, mail, passwords, recovery, retention
 from .database import unit_of_work
 from .devices import Device
 from .extensions import db
@@ -123,3 +123,27 @@ def sign_out_user(email: str) -> None:
     except accounts.UnknownUser:
         raise _unknown(email) from None
     click.echo(f"Signed {user.email} out everywhere; ended {_count(ended, 'session')}.")
+
+
+@users.command("reset-link")
+@click.argument("email")
+def reset_link(email: str) -> None:
+    """Print a one-time link that lets EMAIL choose a new password (for an operator to pass
+    on when the site sends no email). It works once, for PASSWORD_RESET_TTL seconds."""
+    user = accounts.find_user(db.session, email)
+    if user is None:
+        raise _unknown(email)
+    if user.disabled_at is not None:
+        raise click.ClickException(f"{user.email} is disabled: enable it first (flask users enable {user.email}).")
+    policy = current_app.extensions["recovery_policy"]
+    token = recovery.make_link_token(user, recovery.LinkPurpose.RESET, policy=policy, now=now())
+    try:
+        link = mail.public_link("reset.reset_password", token=token)
+    except mail.NoPublicURL as error:
+        raise click.ClickException(f"{error} Set it, e.g. PUBLIC_URL=https://app.example.com") from None
+    click.echo(link)
+    click.echo(
+        f"It works once, for {policy.reset_ttl.total_seconds() / 60:g} minutes, and only until the password changes. "
+        "Send it to the account's owner only.",
+        err=True,
+    )

@@ -13,6 +13,7 @@ import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import limits
 from sqlalchemy.engine import make_url
@@ -53,6 +54,19 @@ def parse_limit(name: str, value: str) -> str:
     except ValueError:
         raise ConfigError(f"{name} must be a rate such as '10 per 15 minutes' (got {value!r})") from None
     return value
+
+
+def parse_public_url(value: str | None) -> str | None:
+    """`PUBLIC_URL`: an http(s) URL with a host and no query, kept without its trailing
+    slash so that a path can be appended."""
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"PUBLIC_URL must be an http:// or https:// URL such as https://app.example.com (got {value!r})"
+        )
+    return value.strip().rstrip("/")
 
 
 def make_private_directory(path: Path) -> None:
@@ -144,6 +158,20 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
     if samesite not in ("Lax", "Strict"):
         raise ConfigError(f"COOKIE_SAMESITE must be Lax or Strict (got {samesite!r})")
 
+    mail_server = get("MAIL_SERVER")
+    public_url = parse_public_url(get("PUBLIC_URL"))
+    if production and public_url is not None and not public_url.startswith("https://") and cookie_secure:
+        raise ConfigError(
+            f"PUBLIC_URL must start with https:// in production (got {public_url!r}): a password-reset link "
+            "sent over plain HTTP can be read on the way."
+        )
+    if production and mail_server is not None and public_url is None:
+        raise ConfigError(
+            "PUBLIC_URL is not set. With MAIL_SERVER set in production it is required: links in emails are "
+            "built from it (never from the request's Host header, which a client chooses), e.g. "
+            "PUBLIC_URL=https://app.example.com"
+        )
+
     access_ttl = parse_int("ACCESS_TOKEN_TTL", get("ACCESS_TOKEN_TTL", "900"), minimum=1)
     refresh_ttl = parse_int("REFRESH_TOKEN_TTL", get("REFRESH_TOKEN_TTL", "604800"), minimum=1)
     max_age = parse_int("SESSION_MAX_AGE", get("SESSION_MAX_AGE", "2592000"), minimum=1)
@@ -186,6 +214,24 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
         "SECURITY_EVENT_RETENTION_DAYS": parse_int(
             "SECURITY_EVENT_RETENTION_DAYS", get("SECURITY_EVENT_RETENTION_DAYS", "90")
         ),
+        # Flask-Mail's own settings. Sending is never suppressed: without MAIL_SERVER no
+        # SMTP connection is made at all and each email goes to the log (webapp/mail.py).
+        "MAIL_SERVER": mail_server,
+        "MAIL_PORT": parse_int("MAIL_PORT", get("MAIL_PORT", "25"), minimum=1),
+        "MAIL_USE_TLS": parse_bool("MAIL_USE_TLS", get("MAIL_USE_TLS", "off")),
+        "MAIL_USERNAME": get("MAIL_USERNAME"),
+        "MAIL_PASSWORD": get("MAIL_PASSWORD"),
+        "MAIL_DEFAULT_SENDER": get("MAIL_DEFAULT_SENDER", "no-reply@localhost"),
+        "MAIL_SUPPRESS_SEND": False,
+        "PUBLIC_URL": public_url,
+        "PASSWORD_RESET_TTL": parse_int("PASSWORD_RESET_TTL", get("PASSWORD_RESET_TTL", "3600"), minimum=60),
+        "PASSWORD_RESET_EMAILS_PER_ADDRESS": parse_limit(
+            "PASSWORD_RESET_EMAILS_PER_ADDRESS", get("PASSWORD_RESET_EMAILS_PER_ADDRESS", "3 per hour")
+        ),
+        # Where `make run` serves: the base of a link `flask users reset-link` prints when
+        # PUBLIC_URL is not set (development only).
+        "HOST": get("HOST", "127.0.0.1"),
+        "PORT": parse_int("PORT", get("PORT", "5000"), minimum=1),
         "JWT_ISSUER": get("JWT_ISSUER", "webapp"),
         "JWT_AUDIENCE": get("JWT_AUDIENCE", "webapp"),
     }

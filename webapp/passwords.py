@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import secrets
 
 import bcrypt
 
@@ -34,6 +35,20 @@ def verify_password(password: str, stored_hash: str) -> bool:
         return bcrypt.checkpw(_prehash(password), stored_hash[len(PREFIX) :].encode())
     except ValueError:
         return False
+
+
+# A stored hash that no password matches (Django's `set_unusable_password`): after "Not
+# you?", the old password must stop working before a new one is chosen. Random, so that
+# a link made over it dies when it is replaced again.
+UNUSABLE_PREFIX = "!"
+
+
+def unusable_hash() -> str:
+    return UNUSABLE_PREFIX + secrets.token_urlsafe(24)
+
+
+def is_usable(stored_hash: str) -> bool:
+    return stored_hash.startswith(PREFIX)
 
 
 @functools.cache

@@ -39,6 +39,8 @@ class EventKind(enum.StrEnum):
     ACCOUNT_DISABLED = "account_disabled"
     ACCOUNT_ENABLED = "account_enabled"
     ALL_SESSIONS_REVOKED = "all_sessions_revoked"
+    PASSWORD_RESET = "password_reset"
+    SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"
 
 
 def record_event(

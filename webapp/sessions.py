@@ -41,6 +41,7 @@ from .security_events import EventKind, devices_signed_out, record_event
 from .tokens import InvalidToken, KeyRing
 
 __all__ = [
+    "CredentialsChanged",
     "Device",
     "IssuedTokens",
     "RefreshRejected",
@@ -93,6 +94,11 @@ class SignedOut(Exception):
 
 class SessionInactive(SignedOut):
     """A genuine access token whose session was revoked, lapsed or whose user is disabled."""
+
+
+class CredentialsChanged(Exception):
+    """The password was replaced, or the account disabled, after this sign-in checked
+    the password: the sign-in must not outlive the change that was meant to end it."""
 
 
 class RefreshRejected(SignedOut):
@@ -338,13 +344,17 @@ def start_session(
     `event` recorded (None for none: the caller records its own).
 
     Beyond `policy.max_sessions_per_user` active sessions, the least recently active
-    ones are ended (and an event says so). Writes; does not commit.
+    ones are ended (and an event says so). Raises `CredentialsChanged` when the user's
+    password hash is no longer `user.password_hash` (the one the caller checked) or the
+    account was disabled meanwhile. Writes; does not commit.
     """
+    checked_hash = user.password_hash
     session = build_session(user.id, policy=policy, now=now, device=device, persistent=persistent)
     db_session.add(session)
     if event is not None:
         record_event(db_session, user_id=user.id, kind=event, now=now, device=device, session_id=session.public_id)
     db_session.flush()
+    _confirm_credentials(db_session, user_id=user.id, checked_hash=checked_hash)
     _end_sessions_over_limit(db_session, user_id=user.id, keep=session.id, policy=policy, now=now, device=device)
     signed_in = SignedIn(
         user_id=user.id,
@@ -363,6 +373,23 @@ def start_session(
         now=now,
         policy=policy,
     )
+
+
+def _confirm_credentials(db_session: DbSession, *, user_id: int, checked_hash: str) -> None:
+    """Raise `CredentialsChanged` unless the user's password is still the one checked.
+
+    A reset (or a password change, or disabling) that commits between a sign-in's
+    password check and its new session would otherwise leave that session alive, signed
+    in with a password that no longer works. Read after the session row is written: on
+    SQLite the write took the database's write lock, so this read sees every commit
+    before it and none can come between; on PostgreSQL `FOR SHARE` waits for a change in
+    flight, and a change that starts later waits for this sign-in, then ends its session.
+    """
+    current = db_session.execute(
+        select(User.password_hash, User.disabled_at).where(User.id == user_id).with_for_update(read=True)
+    ).one_or_none()
+    if current is None or current.password_hash != checked_hash or current.disabled_at is not None:
+        raise CredentialsChanged()
 
 
 def _end_sessions_over_limit(

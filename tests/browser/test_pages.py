@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from webapp import accounts, recovery
+from webapp.extensions import db
+from webapp.recovery import LinkPurpose
+
 from .conftest import Device, browser_tests
 
 pytestmark = browser_tests
@@ -22,10 +26,19 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 UPDATE_SCREENSHOTS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 
 PHONE, DESKTOP = 390, 1280
+ACCOUNT_EMAIL = "sam@example.com"
 WIDTHS = {"phone": PHONE, "desktop": DESKTOP}
-SIGNED_OUT_PAGES = {"landing": "/", "sign-in": "/auth/login", "register": "/auth/register"}
+SIGNED_OUT_PAGES = {
+    "landing": "/",
+    "sign-in": "/auth/login",
+    "register": "/auth/register",
+    "forgot-password": "/auth/forgot",
+    "dead-link": "/auth/reset/1.0.a-link-that-expired-long-ago-or-never-was-ours",
+}
+# Pages behind an emailed link: the path is made for the account when the page is opened.
+LINK_PAGES = {"reset-password": LinkPurpose.RESET, "secure-account": LinkPurpose.SECURE}
 SIGNED_IN_PAGES = {"account": "/account", "devices": "/account/sessions", "password": "/account/password"}
-PAGES = {**SIGNED_OUT_PAGES, **SIGNED_IN_PAGES}
+PAGES = {**SIGNED_OUT_PAGES, **dict.fromkeys(LINK_PAGES), **SIGNED_IN_PAGES}
 
 # Real browsers' User-Agents, so the devices page shows what a person would see.
 CHROME_MAC = (
@@ -44,7 +57,7 @@ def account(browser, live_server, tmp_path_factory):
     """One account signed in on three devices: this Chrome on macOS (whose pages the tests
     look at), an iPhone and a Windows laptop. Kept for the module; the keyboard test
     signs out a device of its own."""
-    email = "sam@example.com"
+    email = ACCOUNT_EMAIL
     this = Device(browser, live_server, user_agent=CHROME_MAC)
     this.register(email)
     others = [Device(browser, live_server, user_agent=agent) for agent in (SAFARI_IPHONE, FIREFOX_WINDOWS)]
@@ -68,7 +81,7 @@ def open_page(browser, live_server, account, name: str, width: int, scheme: str 
     if name in SIGNED_IN_PAGES:
         context.add_cookies(account.context.cookies(live_server.url))
     page = context.new_page()
-    page.goto(PAGES[name])
+    page.goto(link_path(live_server, ACCOUNT_EMAIL, LINK_PAGES[name]) if name in LINK_PAGES else PAGES[name])
     page.wait_for_load_state("networkidle")
     if name == "account":
         page.locator("[data-session-panel][data-loaded=true]").wait_for()
@@ -76,6 +89,18 @@ def open_page(browser, live_server, account, name: str, width: int, scheme: str 
     if name in SIGNED_IN_PAGES:
         account.context.add_cookies(context.cookies(live_server.url))
     return context, page
+
+
+def link_path(live_server, email: str, purpose: LinkPurpose) -> str:
+    """The path of a live link of `purpose` for the account, as its email would hold."""
+    app = live_server.app
+    with app.app_context():
+        user = accounts.find_user(db.session, email)
+        token = recovery.make_link_token(
+            user, purpose, policy=app.extensions["recovery_policy"], now=app.config["CLOCK"]()
+        )
+    prefix = "/auth/reset/" if purpose is LinkPurpose.RESET else "/auth/secure/"
+    return prefix + token
 
 
 def horizontal_overflow(page) -> tuple[int, int]:

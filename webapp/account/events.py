@@ -16,6 +16,8 @@ EVENT_LABELS: dict[EventKind, str] = {
     EventKind.ACCOUNT_DISABLED: "Account disabled",
     EventKind.ACCOUNT_ENABLED: "Account enabled",
     EventKind.ALL_SESSIONS_REVOKED: "Signed out everywhere by an administrator",
+    EventKind.PASSWORD_RESET: "Password reset from an email link",
+    EventKind.SIGNED_OUT_EVERYWHERE: "Every device signed out from a new sign-in email",
 }
 
 ALARMING = ALERTS

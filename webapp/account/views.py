@@ -7,7 +7,7 @@ from datetime import datetime
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 
-from .. import accounts, sessions
+from .. import accounts, notices, sessions
 from ..auth.hooks import current_device, current_policy, current_time, login_required
 from ..auth.ratelimit import limit_password_confirmation, note_failed_sign_in
 from ..auth.request_auth import current_auth
@@ -222,6 +222,7 @@ def password():
             return signed_out_response("Your session has ended. Please sign in again.")
         else:
             current_auth().sign_in(issued)
+            notices.password_changed(user_id=me.user_id, email=me.email, device=current_device(), now=current_time())
             flash("Your password has been changed and every other device has been signed out.", "success")
             return redirect(url_for("account.sessions"))
     return render_template("account/password.html", form=form)

@@ -8,9 +8,11 @@ appear on the sessions page under the name the client gave.
 
 from __future__ import annotations
 
+import unicodedata
+
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import accounts, sessions
+from .. import accounts, notices, sessions
 from ..auth.hooks import current_device, current_policy, current_time
 from ..auth.ratelimit import note_failed_sign_in, sign_in_attempt
 from ..database import unit_of_work
@@ -60,6 +62,13 @@ def json_body(*required: str) -> dict[str, str]:
     return body
 
 
+def readable_name(name: str) -> str:
+    """A client's name as people will read it (the devices page, a new-sign-in email):
+    one line, without control or format characters (an escape sequence, a right-to-left
+    override that turns the text around), unassigned code points or lone surrogates."""
+    return " ".join("".join(" " if unicodedata.category(char)[0] == "C" else char for char in name).split())
+
+
 def invalid_grant(message: str):
     return no_store(jsonify(error="invalid_grant", message=message)), 401
 
@@ -85,7 +94,7 @@ def token():
     client_name = body.get("client_name")
     if client_name is not None and not isinstance(client_name, str):
         raise BadRequest(400, "invalid_request", "'client_name' must be a string.")
-    client_name = " ".join((client_name or "").split())[:MAX_CLIENT_NAME] or DEFAULT_CLIENT_NAME
+    client_name = readable_name(client_name or "")[:MAX_CLIENT_NAME] or DEFAULT_CLIENT_NAME
     if len(body["email"]) > accounts.MAX_EMAIL_LENGTH or len(body["password"]) > MAX_LENGTH:
         raise BadRequest(
             400,
@@ -99,15 +108,18 @@ def token():
     if user is None:
         note_failed_sign_in()
         return invalid_grant("Incorrect email or password.")
-    with unit_of_work(db.session):
-        issued = sessions.start_session(
-            db.session,
-            user,
-            policy=current_policy(),
-            now=current_time(),
-            device=current_device(client_name=client_name),
-            persistent=True,
-        )
+    device = current_device(client_name=client_name)
+    try:
+        with unit_of_work(db.session):
+            issued = sessions.start_session(
+                db.session, user, policy=current_policy(), now=current_time(), device=device, persistent=True
+            )
+    except sessions.CredentialsChanged:
+        # The password was reset (or the account disabled) while it was checked.
+        return invalid_grant("Incorrect email or password.")
+    # A client of the API keeps no device cookie: each of its sign-ins is a new device to
+    # the account's owner (a client should keep its refresh token, not sign in again).
+    notices.new_sign_in(user, device=device, now=current_time())
     return token_response(issued)
 
 

@@ -81,6 +81,7 @@ TOO_MANY_ATTEMPTS = "Too many failed sign-in attempts."
 TOO_MANY_FROM_ADDRESS = "Too many sign-in attempts from this address."
 TOO_MANY_NEW_SESSIONS = "Too many sign-ins to this account in the last hour."
 BUSY = "Signing in is busy right now. Please try again in a moment."
+TOO_MANY_RESET_REQUESTS = "Too many password reset requests from this address."
 
 
 class PasswordCheckSlots:
@@ -114,6 +115,8 @@ class SignInLimits:
     failures_per_device: tuple[RateLimitItem, ...]
     new_sessions_per_hour: int
     password_checks: PasswordCheckSlots
+    reset_requests_per_ip: tuple[RateLimitItem, ...]
+    reset_emails_per_address: tuple[RateLimitItem, ...]
 
     @classmethod
     def from_config(cls, config: Mapping, strategy: RateLimiter) -> SignInLimits:
@@ -125,6 +128,8 @@ class SignInLimits:
             failures_per_device=tuple(limits.parse_many(config["LOGIN_LIMIT_PER_DEVICE"])),
             new_sessions_per_hour=int(config["NEW_SESSIONS_PER_USER_PER_HOUR"]),
             password_checks=PasswordCheckSlots(int(config["MAX_CONCURRENT_PASSWORD_CHECKS"])),
+            reset_requests_per_ip=tuple(limits.parse_many(config["LOGIN_LIMIT_PER_IP"])),
+            reset_emails_per_address=tuple(limits.parse_many(config["PASSWORD_RESET_EMAILS_PER_ADDRESS"])),
         )
 
 
@@ -235,6 +240,24 @@ def limit_password_confirmation(form_class: type) -> Callable:
         return confirming
 
     return decorate
+
+
+def reset_request_may_email(email: str) -> bool:
+    """Count one valid request of the forgot-password form, for `email`.
+
+    Per address of the client (`LOGIN_LIMIT_PER_IP`, a budget of its own): a 429 with
+    Retry-After, as for sign-in. Per email address (`PASSWORD_RESET_EMAILS_PER_ADDRESS`),
+    counted whether or not an account has it: False once full, and the form gives its
+    usual answer but sends nothing. So nobody can flood an inbox through this form, and
+    the answer never tells whether an address has an account.
+    """
+    reset_limits = _limits()
+    counter = (f"ip:{client_address()}", "password-reset-ip")
+    for item in reset_limits.reset_requests_per_ip:
+        if not _take_place(item, counter):
+            raise TooManyRequests(TOO_MANY_RESET_REQUESTS, retry_after=_retry_after(item, counter))
+    per_address = (account_key(email), "password-reset-account")
+    return all(_take_place(item, per_address) for item in reset_limits.reset_emails_per_address)
 
 
 # --- counters ---------------------------------------------------------------------------------

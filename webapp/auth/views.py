@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask import session as flask_session
 
-from .. import accounts, retention, sessions
+from .. import accounts, notices, retention, sessions
 from ..database import unit_of_work
 from ..errors import error_response
 from ..extensions import db
@@ -13,7 +13,7 @@ from ..models import User
 from ..sessions import IssuedTokens
 from . import cookies
 from .csrf import renew_csrf_secret
-from .device_cookie import remember_device
+from .device_cookie import device_nonce, remember_device
 from .forms import LoginForm, RegisterForm
 from .hooks import current_device, current_policy, current_time, rotate_from_cookie, safe_next_url
 from .ratelimit import note_failed_sign_in, sign_in_attempt
@@ -91,11 +91,21 @@ def login():
         if user is None:
             note_failed_sign_in()
             form.password.errors.append(GENERIC_SIGN_IN_ERROR)
-        else:
+            return render_template("auth/login.html", form=form)
+        # A browser without this account's device cookie has not signed in to it
+        # before (or has cleared its cookies): its owner hears about it.
+        new_device = device_nonce(user.email) is None
+        try:
             with unit_of_work(db.session):
                 issued = start_session_for(user, persistent=form.remember.data)
+        except sessions.CredentialsChanged:
+            # The password was reset (or the account disabled) while it was checked.
+            form.password.errors.append(GENERIC_SIGN_IN_ERROR)
+        else:
             signed_in_as(issued)
             remember_device(user.email)
+            if new_device:
+                notices.new_sign_in(user, device=current_device(), now=current_time())
             return redirect(next_url)
     return render_template("auth/login.html", form=form)
 
