@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -96,27 +97,59 @@ class LiveServer:
         return self.url + path
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory, migrated_template) -> Iterator[LiveServer]:
-    path = tmp_path_factory.mktemp("browser-db") / "app.sqlite3"
+def tls_context_for_127_0_0_1() -> ssl.SSLContext:
+    """A server's TLS context with a certificate for 127.0.0.1 from a throwaway CA, which
+    no browser trusts: open its pages with `ignore_https_errors=True`."""
+    import trustme
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+@contextmanager
+def serving(
+    directory: Path,
+    migrated_template: Path,
+    environ: Callable[[str], dict[str, str]] | None = None,
+    *,
+    tls: bool = False,
+) -> Iterator[LiveServer]:
+    """The app on a free port of 127.0.0.1, on a copy of the migrated database in
+    `directory`. `environ(url)` adds settings, given the server's own address (PUBLIC_URL).
+    With `tls`, over HTTPS (`https://127.0.0.1:PORT`), with a certificate of a test CA."""
+    path = directory / "app.sqlite3"
     shutil.copy(migrated_template, path)
     clock = ServerClock()
-    app = make_app(
+    ssl_context = tls_context_for_127_0_0_1() if tls else None
+    # Bound before the app is made, so that its settings may name its address.
+    server = make_server("127.0.0.1", 0, None, threaded=True, ssl_context=ssl_context)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
+    app = server.app = make_app(
         f"sqlite:///{path}",
         clock,
-        environ={"ACCESS_TOKEN_TTL": str(ACCESS_TOKEN_TTL), "REFRESH_REUSE_GRACE": str(REFRESH_REUSE_GRACE)},
+        environ={
+            "ACCESS_TOKEN_TTL": str(ACCESS_TOKEN_TTL),
+            "REFRESH_REUSE_GRACE": str(REFRESH_REUSE_GRACE),
+            **(environ(url) if environ else {}),
+        },
     )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{server.server_port}", app=app, clock=clock)
+        yield LiveServer(url=url, app=app, clock=clock)
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
         with app.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, migrated_template) -> Iterator[LiveServer]:
+    with serving(tmp_path_factory.mktemp("browser-db"), migrated_template) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
