@@ -6,6 +6,10 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 WORKERS ?= 1
 PYTEST_ARGS ?=
+# HTTPS when both are set (device-bound sessions need it): gunicorn serves TLS itself.
+TLS_CERT_FILE ?=
+TLS_KEY_FILE ?=
+TLS_ARGS := $(if $(and $(TLS_CERT_FILE),$(TLS_KEY_FILE)),--certfile $(TLS_CERT_FILE) --keyfile $(TLS_KEY_FILE))
 
 .PHONY: install install-test run test test-fast test-browser lint bench clean
 
@@ -28,7 +32,7 @@ install-test: $(VENV)/.installed-test
 # mid-request holds one thread, not a whole worker (tests/test_serving.py starts this line).
 run: install
 	$(BIN)/flask db upgrade
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - wsgi:app
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - $(TLS_ARGS) wsgi:app
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 test: install-test

@@ -13,6 +13,7 @@ from pathlib import Path
 from webapp import passwords
 
 from . import log
+from .dbsc import DbscResult, measure_dbsc
 from .measurements import (
     BenchResults,
     PagesResult,
@@ -37,20 +38,26 @@ FILLER_USERS = 1000
 
 def measure_main_database(
     settings: Settings, workdir: Path, password_hash: str
-) -> tuple[PagesResult | None, SignInResult | None]:
-    """1, 2 and 4: pages, rotation and sign-in, on one server with the configured workers."""
+) -> tuple[PagesResult | None, SignInResult | None, DbscResult | None]:
+    """1, 2, 4 and 5: pages, rotation, sign-in and device-bound refresh, on one server with
+    the configured workers."""
     app = AppUnderTest.create(workdir / "main.sqlite3", bcrypt_rounds=settings.bcrypt_rounds)
     now = datetime.now(timezone.utc)
-    pages_user, rotating_user = create_users(
-        app.database, ["pages@example.com", "rotating@example.com"], password_hash, now=now
+    pages_user, rotating_user, plain_user, bound_user = create_users(
+        app.database,
+        ["pages@example.com", "rotating@example.com", "plain@example.com", "bound@example.com"],
+        password_hash,
+        now=now,
     )
     # Twenty signed-in browsers: each writes its last-active time once a minute, as a
     # real one does, which is a negligible share of the requests here.
     signed = create_sessions(app, pages_user, 20, now=now)
     rotating = create_sessions(app, rotating_user, 2000, now=now)
+    plain = create_sessions(app, plain_user, 2000, now=now)
+    bound = create_sessions(app, bound_user, 2000, now=now)
     sign_in_users = [f"sign-in-{n}@example.com" for n in range(20)]
     create_users(app.database, sign_in_users, password_hash, now=now)
-    pages = sign_in = None
+    pages = sign_in = dbsc = None
     with serve(app, settings.workers) as server:
         cookie = first_page_cookie(server, app)
         if settings.runs("pages"):
@@ -61,7 +68,10 @@ def measure_main_database(
             sign_in = measure_sign_in(
                 server, app, users=sign_in_users, password_hash=password_hash, settings=settings, workdir=workdir
             )
-    return pages, sign_in
+        if settings.runs("dbsc"):
+            log("5: device-bound refresh against a plain rotation")
+            dbsc = measure_dbsc(server, app, cookie, plain=plain, bound=bound, settings=settings, workdir=workdir)
+    return pages, sign_in, dbsc
 
 
 def measure_scale_databases(settings: Settings, workdir: Path, password_hash: str) -> tuple[ScaleResult, PruneResult]:
@@ -99,12 +109,12 @@ def run(settings: Settings, workdir: Path) -> BenchResults:
         shutil.copy(template, workdir / f"{name}.sqlite3")
     log(f"hashing one password at cost {settings.bcrypt_rounds} ...")
     password_hash = passwords.hash_password(PASSWORD, rounds=settings.bcrypt_rounds)
-    pages = sign_in = scale = prune = None
-    if settings.runs("pages") or settings.runs("sign_in"):
-        pages, sign_in = measure_main_database(settings, workdir, password_hash)
+    pages = sign_in = scale = prune = dbsc = None
+    if settings.runs("pages") or settings.runs("sign_in") or settings.runs("dbsc"):
+        pages, sign_in, dbsc = measure_main_database(settings, workdir, password_hash)
     if settings.runs("scale"):
         scale, prune = measure_scale_databases(settings, workdir, password_hash)
-    return BenchResults(started_at, pages, sign_in, scale, prune)
+    return BenchResults(started_at, pages, sign_in, scale, prune, dbsc)
 
 
 def main() -> None:

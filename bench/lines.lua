@@ -1,6 +1,7 @@
 -- wrk script used by bench/wrk.py: every request takes the next line of a file.
 --
--- A line is `COOKIE` or `COOKIE<TAB>BODY`. Rotation needs a refresh token that is fresh
+-- A line is `COOKIE`, `COOKIE<TAB>BODY` or `COOKIE<TAB>BODY<TAB>HEADERS` (HEADERS: `Name:
+-- value` pairs separated by `|`, for this request only; BODY may then be empty). Rotation needs a refresh token that is fresh
 -- for every request (presenting one twice would be reuse and revoke the session), so
 -- the bench writes one line per request it may send, and this script never wraps around:
 -- past the last line it counts an overflow and sends the last line's cookie-less twin
@@ -15,23 +16,33 @@ local method = os.getenv("BENCH_METHOD") or "GET"
 local extra = os.getenv("BENCH_HEADERS") or ""
 local cycle = os.getenv("BENCH_CYCLE") == "1"
 
-local cookies, bodies = {}, {}
+local function parse_headers(text, into)
+  for pair in text:gmatch("[^|]+") do
+    local name, value = pair:match("^%s*([^:]+):%s*(.*)$")
+    if name then
+      into[name] = value
+    end
+  end
+  return into
+end
+
+local cookies, bodies, line_headers = {}, {}, {}
 for line in io.lines(path) do
-  local cookie, body = line:match("^([^\t]*)\t(.*)$")
+  local cookie, body, own = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
   if cookie == nil then
-    cookie, body = line, nil
+    cookie, body = line:match("^([^\t]*)\t(.*)$")
+    if cookie == nil then
+      cookie, body = line, nil
+    end
+  elseif body == "" then
+    body = nil
   end
   cookies[#cookies + 1] = cookie
   bodies[#bodies + 1] = body
+  line_headers[#line_headers + 1] = own
 end
 
-local base_headers = {}
-for pair in extra:gmatch("[^|]+") do
-  local name, value = pair:match("^%s*([^:]+):%s*(.*)$")
-  if name then
-    base_headers[name] = value
-  end
-end
+local base_headers = parse_headers(extra, {})
 
 local threads = {}
 function setup(thread)
@@ -63,6 +74,9 @@ function request()
   if next_line <= #cookies then
     if cookies[next_line] ~= "" then
       headers["Cookie"] = cookies[next_line]
+    end
+    if line_headers[next_line] ~= nil then
+      parse_headers(line_headers[next_line], headers)
     end
     body = bodies[next_line]
   else

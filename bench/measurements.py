@@ -500,3 +500,4 @@ class BenchResults:
     sign_in: SignInResult | None
     scale: ScaleResult | None
     prune: PruneResult | None
+    dbsc: object | None = None  # bench.dbsc.DbscResult

@@ -35,6 +35,7 @@ SIGNED_IN_TARGET = Target(">=", 0.90)
 ROTATION_TARGET = Target("<=", 1.5)
 SCALE_TARGET = Target("<=", 1.15)
 SIGN_IN_TARGET = Target("<=", 1.10)
+DBSC_TARGET = Target("<=", 2.0)
 
 
 def _summary(ratio: RatioSummary) -> str:
@@ -44,8 +45,8 @@ def _summary(ratio: RatioSummary) -> str:
 def render_report(results: BenchResults, settings: Settings) -> str:
     """The table, the prune paragraph and the run's particulars, in markdown. Raises
     ValueError for a partial run (BENCH_ONLY), which has no table."""
-    pages, sign_in, scale, prune = results.pages, results.sign_in, results.scale, results.prune
-    if pages is None or sign_in is None or scale is None or prune is None:
+    pages, sign_in, scale, prune, dbsc = results.pages, results.sign_in, results.scale, results.prune, results.dbsc
+    if pages is None or sign_in is None or scale is None or prune is None or dbsc is None:
         raise ValueError("only a full run has a table")
     anonymous_rps = statistics.median(pages.rps.anonymous)
     signed_in_rps = statistics.median(pages.rps.signed_in)
@@ -70,6 +71,11 @@ def render_report(results: BenchResults, settings: Settings) -> str:
         f"| sign-in latency over one bcrypt check (cost {settings.bcrypt_rounds}) | {_summary(sign_in.ratio)} "
         f"| {SIGN_IN_TARGET.verdict(sign_in.ratio.median)} | {_summary(sign_in.cpu_ratio)} "
         f"| p50 {statistics.median(sign_in.sign_in_p50_ms):.1f} ms / {statistics.median(sign_in.bcrypt_ms):.1f} ms |",
+        f"| device-bound refresh (challenge, then signed answer) over a plain rotation (`/auth/refresh`) "
+        f"| {_summary(dbsc.refresh_over_rotation)} | {DBSC_TARGET.verdict(dbsc.refresh_over_rotation.median)} "
+        f"| {_summary(dbsc.cpu_refresh_over_rotation)} "
+        f"| {statistics.median(dbsc.challenge_rps):.0f} rps challenges, {statistics.median(dbsc.signed_rps):.0f} rps "
+        f"signed refreshes / {statistics.median(dbsc.plain_rps):.0f} rps plain |",
         "",
         f"`flask prune` deleted {prune.deleted:,} expired sessions (of {prune.expired_before:,} left after the "
         f"workers' own opportunistic batches) in **{prune.seconds:.1f} s** "

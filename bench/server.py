@@ -86,6 +86,9 @@ class AppUnderTest:
             "SIGN_IN_ATTEMPTS_PER_IP": "1000000 per minute",
             "NEW_SESSIONS_PER_USER_PER_HOUR": "1000000",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # One proxy in front: the DBSC rows say "this came over HTTPS" with
+            # X-Forwarded-Proto, as nginx would (bench/dbsc.py).
+            "TRUSTED_PROXIES": "1",
         }
 
     def cookie_name(self, name: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 # The parts BENCH_ONLY may name: the pages (1, 2), sign-in (4), and scale with prune (3).
-PARTS = ("pages", "sign_in", "scale")
+PARTS = ("pages", "sign_in", "scale", "dbsc")
 _OFF = ("0", "false", "off", "no")
 
 

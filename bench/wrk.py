@@ -40,9 +40,12 @@ def find_wrk() -> str:
     return found
 
 
-def request_line(cookie: str, body: str | None = None) -> str:
+def request_line(cookie: str, body: str | None = None, headers: Mapping[str, str] | None = None) -> str:
     """One line of the file lines.lua reads: the Cookie header, then the form body after
-    a tab for a POST that sends one."""
+    a tab for a POST that sends one, then headers of this request only after another."""
+    if headers:
+        own = "|".join(f"{name}: {value}" for name, value in headers.items())
+        return f"{cookie}\t{body or ''}\t{own}"
     return cookie if body is None else f"{cookie}\t{body}"
 
 

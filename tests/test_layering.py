@@ -13,6 +13,7 @@ ENGINE_MODULES = [
     "accounts",
     "database",
     "dbapi_select",
+    "device_binding",
     "devices",
     "models",
     "passwords",

@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, errors, mail
 from .config import apply_derived_settings, keeps_database_in, load_config, make_private_directory
+from .device_binding import ChallengeKeys
 from .extensions import db, migrate
 from .recovery import RecoveryPolicy
 from .retention import PruneSchedule, RetentionPolicy
@@ -53,6 +54,9 @@ def create_app(
     app.extensions["retention_policy"] = RetentionPolicy.from_config(app.config)
     app.extensions["prune_schedule"] = PruneSchedule()
     app.extensions["recovery_policy"] = RecoveryPolicy.from_config(app.config)
+    app.extensions["dbsc_keys"] = ChallengeKeys.from_secrets(
+        app.config["SECRET_KEY"], app.config["SECRET_KEY_FALLBACKS"]
+    )
     if app.logger.level == logging.NOTSET:
         # Flask's handler prints what reaches it; INFO, so that development's emails (and
         # what the outbox did) show in the server log.
@@ -88,11 +92,13 @@ def register_blueprints(app: Flask) -> None:
     from .api.token_views import bp as api_token_bp
     from .api.views import bp as api_bp
     from .auth.views import bp as auth_bp
+    from .dbsc.views import bp as dbsc_bp
     from .main import bp as main_bp
     from .reset.views import bp as reset_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(reset_bp)
+    app.register_blueprint(dbsc_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(api_token_bp)

@@ -230,6 +230,7 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
         ),
         # Where `make run` serves: the base of a link `flask users reset-link` prints when
         # PUBLIC_URL is not set (development only).
+        "DEVICE_BOUND_SESSIONS": parse_bool("DEVICE_BOUND_SESSIONS", get("DEVICE_BOUND_SESSIONS", "on")),
         "HOST": get("HOST", "127.0.0.1"),
         "PORT": parse_int("PORT", get("PORT", "5000"), minimum=1),
         "JWT_ISSUER": get("JWT_ISSUER", "webapp"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .database import Base, UTCDateTime, utcnow
@@ -64,6 +64,10 @@ class Session(Base):
     ip_address: Mapped[str] = mapped_column(String(64), default="")
     # Set for sessions of non-browser clients (bearer tokens): the name they gave.
     client_name: Mapped[str | None] = mapped_column(String(100))
+    # Device Bound Session Credentials: the public key (a JWK, as JSON) the browser
+    # registered, and when. Once set, only a proof from that key renews the session.
+    device_key: Mapped[str | None] = mapped_column(Text)
+    device_bound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="sessions")
 

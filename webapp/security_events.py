@@ -23,6 +23,7 @@ __all__ = [
     "list_open_alerts",
     "list_security_events",
     "record_event",
+    "record_copied_sign_in_refused",
     "record_sign_in_rate_limited",
 ]
 
@@ -41,6 +42,7 @@ class EventKind(enum.StrEnum):
     ALL_SESSIONS_REVOKED = "all_sessions_revoked"
     PASSWORD_RESET = "password_reset"
     SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"
+    COPIED_SIGN_IN_REFUSED = "copied_sign_in_refused"
 
 
 def record_event(
@@ -70,7 +72,46 @@ def record_event(
 
 
 # Events a person should act on: shown as alerts until acknowledged.
-ALERTS = frozenset({EventKind.REFRESH_TOKEN_REUSED})
+ALERTS = frozenset({EventKind.REFRESH_TOKEN_REUSED, EventKind.COPIED_SIGN_IN_REFUSED})
+
+# A copied cookie jar is tried again and again: one alert per session and hour says it.
+COPY_ALERT_INTERVAL = timedelta(hours=1)
+
+
+def record_copied_sign_in_refused(
+    db_session: DbSession,
+    *,
+    user_id: int,
+    session_id: str,
+    bound_device: Device,
+    used_from: Device,
+    now: datetime,
+) -> bool:
+    """The cookies of a session bound to its device were used without the device's key
+    (a copied cookie jar): an alert naming that device, at most one per session and
+    `COPY_ALERT_INTERVAL`. Returns whether it recorded one. Writes; does not commit."""
+    recent = db_session.execute(
+        select(SecurityEvent.id)
+        .where(
+            SecurityEvent.user_id == user_id,
+            SecurityEvent.kind == str(EventKind.COPIED_SIGN_IN_REFUSED),
+            SecurityEvent.session_public_id == session_id,
+            SecurityEvent.created_at > now - COPY_ALERT_INTERVAL,
+        )
+        .limit(1)
+    ).first()
+    if recent is not None:
+        return False
+    record_event(
+        db_session,
+        user_id=user_id,
+        kind=EventKind.COPIED_SIGN_IN_REFUSED,
+        now=now,
+        device=bound_device,
+        session_id=session_id,
+        detail=f"used from {used_from.ip_address or 'an unknown address'}"[:200],
+    )
+    return True
 
 
 def list_open_alerts(db_session: DbSession, *, user_id: int, limit: int = 5) -> list[SecurityEvent]:

@@ -35,6 +35,7 @@ SESSION_WITH_USER = (
         sessions_table.c.user_agent,
         sessions_table.c.ip_address,
         sessions_table.c.client_name,
+        sessions_table.c.device_key,
         users_table.c.email,
         users_table.c.disabled_at,
     )
@@ -51,6 +52,7 @@ ACTIVE_SESSION = (
         sessions_table.c.delivered_counter,
         sessions_table.c.last_active_at,
         sessions_table.c.client_name,
+        sessions_table.c.device_bound_at,
         users_table.c.email,
     )
     .join(users_table, users_table.c.id == sessions_table.c.user_id)
@@ -113,7 +115,8 @@ _active_session = DBAPISelect(ACTIVE_SESSION)
 
 
 def find_active_session(source: DbSession | Connection | Engine, *, session_id: str, user_id: int, now: datetime):
-    """The row of `ACTIVE_SESSION` (pk, counters, last_active_at, client_name, email) for the
+    """The row of `ACTIVE_SESSION` (pk, counters, last_active_at, client_name, whether it is
+    bound to its device, email) for the
     active session `session_id` of `user_id`, or None. Given the engine, it runs on a
     connection checked out of the pool for this query alone: the fastest way, for the
     auth hook of every request. Reads only."""

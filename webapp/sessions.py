@@ -115,6 +115,18 @@ class RefreshRejected(SignedOut):
         self.superseded = superseded
 
 
+class DeviceKeyRequired(RefreshRejected):
+    """The session is bound to its device (DBSC): its refresh token alone renews nothing.
+    Nothing was written: whether this is a copied cookie jar (an alert) or a request that
+    simply arrived late is for the caller to tell."""
+
+    def __init__(self, session_id: str, row):
+        super().__init__(f"session {session_id} is bound to its device")
+        self.session_id = session_id
+        self.user_id = row.user_id
+        self.bound_device = Device(user_agent=row.user_agent, ip_address=row.ip_address, client_name=row.client_name)
+
+
 class RefreshTokenReused(RefreshRejected):
     """A retired refresh token came back: somebody holds a copy. The session's revocation
     and its event have been added to the unit of work: the caller must commit them."""
@@ -166,6 +178,8 @@ class SignedIn:
     # The session's current counter, when this request's access token is the first proof
     # that the rotation to it reached the browser: `touch_session` records it.
     delivers_counter: int | None = None
+    # Bound to its device (DBSC): only a proof from the device's key renews it.
+    device_bound: bool = False
 
 
 @dataclass(frozen=True)
@@ -441,6 +455,7 @@ def authenticate(
         client_name=row.client_name,
         access_expires_at=datetime.fromtimestamp(claims.expires_at, timezone.utc),
         delivers_counter=row.counter if first_proof else None,
+        device_bound=row.device_bound_at is not None,
     )
 
 
@@ -464,6 +479,7 @@ def _signed_in(row, session_id: str, *, last_active_at: datetime) -> SignedIn:
         session_pk=row.id,
         last_active_at=last_active_at,
         client_name=row.client_name,
+        device_bound=row.device_key is not None,
     )
 
 
@@ -489,7 +505,7 @@ def _advance(db_session: DbSession, row, session_id: str, *, policy: SessionPoli
 
 
 def rotate_refresh_token(
-    db_session: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime
+    db_session: DbSession, refresh_token: str, *, policy: SessionPolicy, now: datetime, device_proof: bool = False
 ) -> IssuedTokens:
     """Exchange a refresh token for the session's next one and a new access token.
 
@@ -503,6 +519,10 @@ def rotate_refresh_token(
       for n again, once: n now counts as delivered and a new grace window opens for the
       page that fetches them. Not theft;
     - n-1 later once n was delivered, or anything older: a copy in the wrong hands.
+
+    A session bound to its device rotates only with `device_proof` (the caller checked a
+    signature of the device's key over a challenge for the current counter); without it,
+    `DeviceKeyRequired`, whatever the token.
 
     Raises `RefreshRejected` for a forged, unknown, lapsed or revoked token or a counter
     ahead of the session (a forged one costs no query), and `RefreshTokenReused` for a
@@ -522,6 +542,8 @@ def rotate_refresh_token(
         reason = _end_reason(row, now)
         superseded = reason is EndReason.SUPERSEDED and now - row.revoked_at < timedelta(seconds=policy.reuse_grace)
         raise RefreshRejected("session is not active", reason=reason, superseded=superseded)
+    if row.device_key is not None and not device_proof:
+        raise DeviceKeyRequired(session_id, row)
 
     presented = _classify(row, counter, policy=policy, now=now)
     if presented is Presented.CURRENT:
@@ -556,7 +578,7 @@ def rotate_refresh_token(
         # copy that only ever presents the previous token would be served for days.
         if not session_queries.redeliver(db_session, pk=row.id, counter=row.counter, now=now):
             # A parallel request of the same page answered it first: its grace window.
-            return rotate_refresh_token(db_session, refresh_token, policy=policy, now=now)
+            return rotate_refresh_token(db_session, refresh_token, policy=policy, now=now, device_proof=device_proof)
         return _tokens_for(
             signed_in=_signed_in(row, session_id, last_active_at=row.last_active_at),
             counter=row.counter,
@@ -693,6 +715,59 @@ def supersede_session(db_session: DbSession, session_id: str, *, user_id: int, n
         .values(revoked_at=now, revoked_reason=EndReason.SUPERSEDED)
     )
     return ended.rowcount == 1
+
+
+def reissue_access_token(
+    db_session: DbSession, session_id: str, *, policy: SessionPolicy, now: datetime
+) -> IssuedTokens:
+    """A new access token for the active session `session_id` at its current counter,
+    leaving the refresh token as it is (the browser keeps its refresh cookie). Raises
+    `RefreshRejected` when the session is not active. Reads only."""
+    row = session_queries.load_session_with_user(db_session, session_id)
+    if row is None or not _is_live(row, now):
+        raise RefreshRejected("session is not active", reason=row and _end_reason(row, now))
+    return _tokens_for(
+        signed_in=_signed_in(row, session_id, last_active_at=row.last_active_at),
+        counter=row.counter,
+        idle_expires_at=row.idle_expires_at,
+        expires_at=row.expires_at,
+        persistent=row.persistent,
+        now=now,
+        policy=policy,
+        rotated=False,
+        new_refresh_token=False,
+    )
+
+
+def bind_to_device(db_session: DbSession, session_id: str, *, user_id: int, public_jwk: str, now: datetime) -> bool:
+    """Bind `user_id`'s active session `session_id` to the device key `public_jwk` (DBSC
+    registration). Once only: a bound session is never bound again, to this key or
+    another. Returns whether it bound it. Writes; does not commit."""
+    bound = db_session.execute(
+        update(Session)
+        .where(
+            Session.public_id == session_id,
+            Session.user_id == user_id,
+            Session.device_key.is_(None),
+            _active(now),
+        )
+        .values(device_key=public_jwk, device_bound_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bound.rowcount == 1
+
+
+def device_key_of(db_session: DbSession, session_id: str, *, now: datetime) -> tuple[int, int, str] | None:
+    """(user id, counter, device key) of the active, bound session `session_id`, or None.
+    Reads only."""
+    row = db_session.execute(
+        select(Session.user_id, Session.counter, Session.device_key)
+        .join(User, User.id == Session.user_id)
+        .where(
+            Session.public_id == session_id, Session.device_key.is_not(None), _active(now), User.disabled_at.is_(None)
+        )
+    ).one_or_none()
+    return None if row is None else (row.user_id, row.counter, row.device_key)
 
 
 def list_active_sessions(db_session: DbSession, *, user_id: int, now: datetime) -> list[Session]:

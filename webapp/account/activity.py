@@ -19,6 +19,10 @@ EVENT_EXPLANATIONS: dict[EventKind, str] = {
     EventKind.ACCOUNT_DISABLED: "An administrator turned this account off and signed out every device.",
     EventKind.ACCOUNT_ENABLED: "An administrator turned this account back on.",
     EventKind.ALL_SESSIONS_REVOKED: "An administrator signed out every device.",
+    EventKind.COPIED_SIGN_IN_REFUSED: (
+        "Someone used copied cookies of a device whose sign-in is bound to it. They were refused; "
+        "the device itself stays signed in."
+    ),
 }
 
 

@@ -18,6 +18,7 @@ EVENT_LABELS: dict[EventKind, str] = {
     EventKind.ALL_SESSIONS_REVOKED: "Signed out everywhere by an administrator",
     EventKind.PASSWORD_RESET: "Password reset from an email link",
     EventKind.SIGNED_OUT_EVERYWHERE: "Every device signed out from a new sign-in email",
+    EventKind.COPIED_SIGN_IN_REFUSED: "A copy of a device-bound sign-in was refused",
 }
 
 ALARMING = ALERTS

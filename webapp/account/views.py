@@ -60,6 +60,7 @@ class DeviceRow:
     signed_in: Moment
     last_active: Moment
     current: bool
+    device_bound: bool
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class AlertRow:
     """An open stolen-token alert: what happened to which device, and when."""
 
     event_id: int
+    kind: str
     at: Moment
     device: str
     ip_address: str
@@ -136,6 +138,7 @@ def session_list():
             signed_in=Moment.of(session.created_at, now),
             last_active=Moment.of(session.last_active_at, now),
             current=session.public_id == me.session_id,
+            device_bound=session.device_bound_at is not None,
         )
         for session in sessions.list_active_sessions(db.session, user_id=me.user_id, now=now)
     ]
@@ -145,6 +148,7 @@ def session_list():
     alerts = [
         AlertRow(
             event_id=event.id,
+            kind=event.kind,
             at=Moment.of(event.created_at, now),
             device=device_words(event.user_agent, client_name=event.client_name),
             ip_address=event.ip_address,

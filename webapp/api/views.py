@@ -47,6 +47,7 @@ def current_session():
         idle_expires_at=isoformat(times.idle_expires_at),
         expires_at=isoformat(times.expires_at),
         persistent=times.persistent,
+        device_bound=signed_in.device_bound,
     )
 
 

@@ -22,15 +22,19 @@ def init_app(app: Flask) -> None:
     After the view (Flask runs these in reverse order of registration, so they are
     registered here last step first):
       3. Sign-in limits: the places an attempt that did not fail took are given back.
-      4. Cookie writing: carries out the request's one cookie decision.
+      4. Cookie writing: carries out the request's one cookie decision; before it, the
+         offer to bind a signed-in browser session to its device (webapp/dbsc/views.py).
       5. Security headers: last, once everything that can make a response personal
          (and so `no-store`) has happened.
     """
+    from ..dbsc.views import offer_registration
+
     csrf.init_app(app)
     app.before_request(csrf.protect_from_csrf)
     app.before_request(hooks.authenticate_request)
     app.after_request(set_security_headers)
     app.after_request(cookies.write_auth_cookies)
+    app.after_request(offer_registration)
     ratelimit.init_app(app)
     # Templates show who is signed in as `signed_in`.
     app.context_processor(lambda: {"signed_in": current_auth().signed_in})

@@ -36,6 +36,17 @@ def _attributes() -> dict:
     }
 
 
+def access_cookie_attributes() -> str:
+    """The access cookie's attributes as a `Set-Cookie` header writes them, for the DBSC
+    session description, which must name the bound cookie exactly."""
+    attributes = _attributes()
+    parts = [f"Path={attributes['path']}"]
+    if attributes["secure"]:
+        parts.append("Secure")
+    parts += ["HttpOnly", f"SameSite={attributes['samesite']}"]
+    return "; ".join(parts)
+
+
 def write_auth_cookies(response: Response) -> Response:
     """After every request: carry out this request's cookie decision."""
     auth = current_auth()

@@ -35,7 +35,14 @@ def is_exempt() -> bool:
     """Requests that read no cookie credential cannot be forged with one. Nor can a
     sign-out from a browser without auth cookies: it ends nothing (a second tab, after
     the first signed out, is told it is already signed out rather than "form expired")."""
-    return is_bearer_request() or is_token_endpoint() or (request.endpoint == "auth.logout" and not has_auth_cookies())
+    return (
+        is_bearer_request()
+        or is_token_endpoint()
+        or (request.endpoint == "auth.logout" and not has_auth_cookies())
+        # The browser itself sends these, with no page: a proof signed by the device's
+        # key over our challenge stands in for the CSRF token.
+        or request.endpoint in ("dbsc.register", "dbsc.refresh")
+    )
 
 
 def protect_from_csrf() -> None:

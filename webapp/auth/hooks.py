@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, request, url_for
 
-from .. import sessions
+from .. import device_binding, sessions
 from ..database import unit_of_work
 from ..devices import Device
 from ..errors import error_response, wants_json
 from ..extensions import db
+from ..security_events import record_copied_sign_in_refused
 from ..sessions import EndReason, IssuedTokens, SessionPolicy, SignedIn
 from ..tokens import InvalidToken
 from . import cookies
@@ -86,7 +87,8 @@ def current_device(client_name: str | None = None) -> Device:
 def authenticate_request() -> None:
     """Before every request: sign it in from a bearer token or from the cookies."""
     auth = current_auth()
-    if request.endpoint == "static" or is_token_endpoint():
+    if request.endpoint in ("static", "dbsc.refresh") or is_token_endpoint():
+        # dbsc.refresh renews a device-bound session with the device's proof, itself.
         return
     if is_bearer_request():
         sign_in_from_bearer_token(auth, request.headers["Authorization"])
@@ -138,21 +140,31 @@ def sign_in_from_cookies(auth: RequestAuth) -> None:
     if not refresh_token:
         auth.sign_out()
         return
-    rotate_from_cookie(auth, refresh_token, policy=policy, now=now)
+    rotate_from_cookie(auth, refresh_token, policy=policy, now=now, access_token=access_token)
 
 
 def rotate_from_cookie(
-    auth: RequestAuth, refresh_token: str, *, policy: SessionPolicy, now: datetime
+    auth: RequestAuth,
+    refresh_token: str,
+    *,
+    policy: SessionPolicy,
+    now: datetime,
+    access_token: str | None = None,
 ) -> IssuedTokens | None:
     """Rotate the browser's refresh token: signed in with new tokens, or signed out."""
-    rejected = None
+    rejected = bound = None
     with unit_of_work(db.session):
         try:
             issued = sessions.rotate_refresh_token(db.session, refresh_token, policy=policy, now=now)
+        except sessions.DeviceKeyRequired as error:
+            issued, bound = None, error
         except sessions.RefreshRejected as error:
             # Caught inside the unit of work: a reused token's revocation and its event
             # are committed with it.
             issued, rejected = None, error
+    if bound is not None:
+        refuse_without_device_key(auth, bound, access_token, policy=policy, now=now)
+        return None
     if rejected is not None and rejected.superseded:
         # A request sent just before this browser changed its password: the answer to
         # that change set the new session's cookies, which this one must not clear.
@@ -163,6 +175,53 @@ def rotate_from_cookie(
         return None
     auth.sign_in(issued)
     return issued
+
+
+def refuse_without_device_key(
+    auth: RequestAuth,
+    bound: sessions.DeviceKeyRequired,
+    access_token: str | None,
+    *,
+    policy: SessionPolicy,
+    now: datetime,
+) -> None:
+    """A session bound to its device (DBSC) presented its cookies without a fresh access
+    cookie. Only the device's key renews it (webapp/dbsc/views.py), so this request is
+    not rotated. Which of three cases it is decides the rest:
+
+    - its access token expired a moment ago (`IN_FLIGHT_LEEWAY`): sent just before the
+      browser renewed it. Served, nothing written;
+    - a path the bound cookie does not cover (/api/ and the like): the browser does not
+      renew the cookie for those. Signed out for this request only, cookies left alone,
+      no alarm: a page's script then goes through /auth/refresh, which it does cover;
+    - otherwise the browser would have renewed the cookie first: these are copied cookies
+      used on another machine. Signed out (this request's cookies cleared), and an alert
+      on the account naming the device whose cookies were copied. That device's own
+      session goes on.
+    """
+    if access_token:
+        try:
+            late = sessions.authenticate(
+                db.engine, access_token, policy=policy, now=now - device_binding.IN_FLIGHT_LEEWAY
+            )
+        except (InvalidToken, sessions.SignedOut):
+            late = None
+        if late is not None and late.session_id == bound.session_id:
+            auth.authenticated(late)
+            return
+    if not device_binding.in_bound_scope(request.path):
+        auth.signed_out_leaving_cookies()
+        return
+    with unit_of_work(db.session):
+        record_copied_sign_in_refused(
+            db.session,
+            user_id=bound.user_id,
+            session_id=bound.session_id,
+            bound_device=bound.bound_device,
+            used_from=current_device(),
+            now=now,
+        )
+    auth.sign_out(refresh_rejected=True)
 
 
 def login_required(view):

@@ -141,6 +141,10 @@ def refresh():
     if auth.issued is not None:
         # The before-request hook already rotated this very request.
         return "", 204
+    if auth.signed_in is not None and auth.signed_in.device_bound:
+        # A device-bound session's access cookie is fresh: the browser renews it itself,
+        # with the device's key, before it lets this request go (webapp/dbsc/views.py).
+        return "", 204
     refresh_token = request.cookies.get(cookies.refresh_cookie_name())
     if not refresh_token or auth.refresh_rejected:
         return session_expired()

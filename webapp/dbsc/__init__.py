@@ -1,0 +1,1 @@
+"""Device Bound Session Credentials (DBSC): the HTTP side. See views.py."""
