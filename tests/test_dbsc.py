@@ -233,7 +233,7 @@ def test_a_bound_session_is_never_registered_again(app, laptop, key):
     assert bind(laptop, key, offer=offer).status_code == 200
     again = bind(laptop, DeviceKey(), offer=offer)
     assert again.status_code == 403
-    assert again.json["error"] == "already_bound"
+    assert again.json["error"] == "not_bindable"
     assert key.jwk["x"] in session_row(app, laptop.session_id()).device_key
 
 
@@ -400,8 +400,8 @@ def test_a_copied_cookie_jar_stops_working_when_its_access_cookie_expires(app, l
     clock.advance(ACCESS_TTL + 60)
     refused = thief.get("/account")
     assert refused.status_code == 302 and refused.headers["Location"].startswith("/auth/login")
-    assert thief.cookie("refresh_token") is None  # this request's cookies were cleared
-    laptop.copy_cookies_to(thief)
+    # Refused again and again; the cookies are left (clearing a copy gains nothing).
+    assert thief.get("/account/sessions").status_code == 302
     assert thief.post("/auth/refresh", headers={"X-CSRFToken": "x"}).status_code in (400, 401)
     api = app.test_client().post("/api/auth/refresh", json={"refresh_token": laptop.cookie("refresh_token")})
     assert api.status_code == 401
@@ -513,3 +513,84 @@ def test_two_refreshes_racing_on_one_challenge_rotate_once(app, laptop, key, bou
     assert statuses == [200, 403]
     assert session_row(app, bound).counter == counter + 1
     assert session_row(app, bound).revoked_at is None
+
+
+# --- what an adversarial review found ------------------------------------------------------------
+
+
+def test_a_copy_of_the_cookies_cannot_bind_the_session_once_the_sign_in_is_minutes_old(app, clock):
+    firefox = Browser(app, user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0")
+    assert firefox.register_account().status_code == 302
+    clock.advance(6 * 60)  # the access token (15 minutes) has not rotated yet
+    thief = Browser(app)
+    firefox.copy_cookies_to(thief)
+    # A page still offers binding (the session never rotated), with a live challenge; but
+    # binding is refused this long after the sign-in.
+    answer = bind(thief, DeviceKey(), offer=thief.get("/account"))
+    assert answer.status_code == 403
+    assert answer.json["error"] == "not_bindable"
+    assert session_row(app, firefox.session_id()).device_key is None
+
+
+def test_the_offer_stops_after_the_first_rotation(app, laptop, clock):
+    clock.advance(ACCESS_TTL + 1)
+    rotated = laptop.get("/account")
+    assert rotated.status_code == 200
+    assert "Secure-Session-Registration" not in rotated.headers
+    assert "Secure-Session-Registration" not in laptop.get("/account").headers
+
+
+@pytest.mark.parametrize(
+    "jwk_change",
+    [
+        pytest.param({"d": "AQAB"}, id="private-member"),
+        pytest.param({"e": "Aw"}, id="exponent-3"),
+        pytest.param({"n": "A" * 2000}, id="modulus-too-long"),
+    ],
+)
+def test_an_rsa_key_that_would_cost_work_or_is_private_is_refused_before_any_arithmetic(app, laptop, jwk_change):
+    key = DeviceKey("RS256")
+    key.jwk = {**key.jwk, **jwk_change}
+    challenge = registration_challenge(laptop.get("/account"))
+    answer = laptop.post("/auth/dbsc/register", headers={"Secure-Session-Response": key.registration(challenge)})
+    assert answer.status_code == 400
+    assert session_row(app, laptop.session_id()).device_key is None
+
+
+def test_a_slow_request_of_the_device_is_refused_quietly_and_the_device_stays_signed_in(app, laptop, key, bound, clock):
+    clock.advance(ACCESS_TTL + 30)  # beyond the in-flight leeway, a minute from an alarm
+    refused = laptop.get("/account")
+    assert refused.status_code == 302
+    assert copy_alerts(app) == []
+    # Its cookies were left: its next renewal with the key works.
+    assert refresh_with(laptop, key, bound).status_code == 200
+    assert laptop.get("/account").status_code == 200
+
+
+@pytest.mark.parametrize("app_config", [{"ACCESS_TOKEN_TTL": 60}])
+def test_registering_just_as_the_access_cookie_expires_keeps_the_rotation(app, clock):
+    laptop, key = Browser(app), DeviceKey()
+    assert laptop.register_account().status_code == 302
+    offer = laptop.get("/account")
+    refresh_before = laptop.cookie("refresh_token")
+    clock.advance(61)
+    # The hook rotates this very request; registration keeps both of its new cookies.
+    assert bind(laptop, key, offer=offer).status_code == 200
+    assert laptop.cookie("refresh_token") != refresh_before
+    session_id = laptop.session_id()
+    clock.advance(61)
+    assert refresh_with(laptop, key, session_id).status_code == 200
+    assert session_row(app, session_id).revoked_at is None
+
+
+def test_a_proof_answered_with_a_lost_rotation_sent_again_is_not_accepted_twice(app, laptop, key, bound, clock):
+    clock.advance(ACCESS_TTL + 60)
+    lost_cookies = Browser(app)
+    laptop.copy_cookies_to(lost_cookies)
+    assert refresh_with(laptop, key, bound).status_code == 200  # its answer never arrives
+    clock.advance(60)  # past the grace window
+    proof = key.answer(refresh_challenge(lost_cookies.refresh(bound), bound))
+    assert lost_cookies.refresh(bound, proof).status_code == 200  # the rotation, sent again
+    counter = session_row(app, bound).counter
+    refresh_challenge(lost_cookies.refresh(bound, proof), bound)  # the same proof: a new challenge
+    assert session_row(app, bound).counter == counter

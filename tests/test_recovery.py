@@ -78,9 +78,14 @@ def set_new_password(client, path: str, password: str = NEW_PASSWORD, confirm: s
     page = open_link(client, path)
     if page.status_code != 200:
         return page
-    token = csrf_token_from(page.data)
-    data = {"new_password": password, "confirm": password if confirm is None else confirm, "csrf_token": token}
+    data = {**hidden_fields(page), "new_password": password, "confirm": password if confirm is None else confirm}
     return client.post(page.request.path, data=data)
+
+
+def hidden_fields(page) -> dict[str, str]:
+    """What the page's form sends besides what a person types: its CSRF token, the link."""
+    form = BeautifulSoup(page.data, "html.parser").find("form", method="post")
+    return {field["name"]: field.get("value", "") for field in form.find_all("input", type="hidden")}
 
 
 def signs_in(app, password: str, email: str = EMAIL) -> bool:
@@ -291,9 +296,12 @@ def test_the_token_leaves_the_address_bar_before_any_page_is_shown(app, alice, m
     assert first.headers["Location"] == "/auth/reset/set-password"
     assert first.headers["Referrer-Policy"] == "no-referrer"
     form_page = visitor.get(first.headers["Location"])
-    token = link_path.rsplit("/", 1)[1]
-    assert token not in form_page.get_data(as_text=True)
     assert form_page.headers["Cache-Control"] == "no-store"
+    # The form carries the token from here on; the browser's session cookie, which a
+    # copied cookie jar would hold, no longer does.
+    session = app.session_interface.get_signing_serializer(app).loads(visitor.get_cookie("session").value)
+    assert "reset_link" not in session
+    assert hidden_fields(form_page)["link"] == link_path.rsplit("/", 1)[1]
     # The form's own page sends the same-origin Referer that the CSRF check needs over HTTPS.
     assert form_page.headers["Referrer-Policy"] == "same-origin"
 
@@ -411,7 +419,7 @@ def test_not_you_signs_every_device_out_in_one_click_then_leads_to_a_new_passwor
     assert form.find("button").get_text(strip=True) == "Sign out every device"
     assert alice.get("/api/me").status_code == 200  # a GET changes nothing
 
-    clicked = phone.post(page.request.path, data={"csrf_token": form.find("input", {"name": "csrf_token"})["value"]})
+    clicked = phone.post(page.request.path, data=hidden_fields(page))
     assert clicked.status_code == 303
     reset_path = clicked.headers["Location"]
     assert reset_path == "/auth/reset/set-password"
@@ -432,7 +440,8 @@ def test_not_you_signs_every_device_out_in_one_click_then_leads_to_a_new_passwor
     assert "3 devices were signed out and your old password no longer works. Choose a new one now." in page_text(
         next_page
     )
-    assert set_new_password(phone, reset_path).status_code == 302
+    chosen = {**hidden_fields(next_page), "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
+    assert phone.post(reset_path, data=chosen).status_code == 302
     assert signs_in(app, NEW_PASSWORD)
 
 

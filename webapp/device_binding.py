@@ -8,10 +8,13 @@ fresh challenge signed by that key: a copied cookie jar stops working when its a
 cookie expires (sessions.rotate_refresh_token refuses the refresh cookie alone).
 
 Challenges are stateless: the time they were issued and an HMAC over it, their purpose,
-the session's public id and, for a refresh, the session's rotation counter, under a key
-derived from the app's secret. A refresh challenge therefore dies with the rotation it
-was answered with: once the counter moves, the same signed answer is refused. A
-registration challenge is spent by binding, which happens once per session.
+the session's public id and the session's state, under a key derived from the app's
+secret. For a refresh the state is the session's rotation counter and the counter known
+delivered: a refresh challenge dies with the rotation (or the re-sent rotation) it was
+answered with, so the same signed answer is never accepted twice. A registration
+challenge is spent by binding, which happens once per session, within minutes of its
+sign-in (sessions.bind_to_device): a copy of the cookies taken later cannot bind the
+session to a thief's key.
 
 Here: challenges, and the verification of the two JWTs (algorithms pinned, sizes
 bounded, the key's type and size checked). The HTTP exchange is `webapp/dbsc/views.py`.
@@ -25,7 +28,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -55,7 +58,12 @@ UNBOUND_PATHS = ("/static/", "/healthz", "/api/")
 IN_FLIGHT_LEEWAY = timedelta(seconds=5)
 
 _KEY_LABEL = b"webapp/v1/dbsc-challenge"
-_CHALLENGE = re.compile(r"([0-9a-z]{1,12})\.(-|0|[1-9][0-9]{0,9})\.([A-Za-z0-9_-]{43})")
+_CHALLENGE = re.compile(r"([0-9a-z]{1,12})\.([A-Za-z0-9_-]{43})")
+# The state a registration challenge is made over: the session is not bound yet.
+UNBOUND = "unbound"
+# Members only a private key has: a JWK that carries one is refused before any arithmetic
+# (rebuilding an RSA key from a private exponent costs seconds of CPU).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 class ChallengePurpose(enum.Enum):
@@ -64,8 +72,12 @@ class ChallengePurpose(enum.Enum):
 
 
 class InvalidProof(Exception):
-    """The JWT is malformed, oversized, signed by another key or with another algorithm,
-    or answers no challenge of ours."""
+    """The JWT is malformed, oversized, signed by another key or with another algorithm."""
+
+
+class UnknownChallenge(InvalidProof):
+    """The JWT answers no live challenge of ours for this session and its state: stale,
+    answered already, or another session's."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,11 @@ class ChallengeKeys:
     @classmethod
     def from_secrets(cls, secret_key: str, fallbacks: Sequence[str] = ()) -> ChallengeKeys:
         return cls(keys=tuple(derive_key(secret, _KEY_LABEL) for secret in (secret_key, *fallbacks)))
+
+
+def refresh_state(counter: int, delivered_counter: int) -> str:
+    """What a refresh challenge is made over: where the session's rotation stands."""
+    return f"{counter}/{delivered_counter}"
 
 
 def in_bound_scope(path: str) -> bool:
@@ -92,100 +109,91 @@ def _base36(number: int) -> str:
             return text
 
 
-def _mac(key: bytes, purpose: ChallengePurpose, session_id: str, counter: str, issued: str) -> str:
-    message = "\x00".join((purpose.value, session_id, counter, issued)).encode()
+def _mac(key: bytes, purpose: ChallengePurpose, session_id: str, state: str, issued: str) -> str:
+    message = "\x00".join((purpose.value, session_id, state, issued)).encode()
     return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
 
 
 def make_challenge(
-    purpose: ChallengePurpose, session_id: str, *, counter: int | None, keys: ChallengeKeys, now: datetime
+    purpose: ChallengePurpose, session_id: str, *, state: str, keys: ChallengeKeys, now: datetime
 ) -> str:
-    """A challenge for one session: `<issued, base 36>.<counter or ->.<mac>`. A refresh
-    challenge names the session's current counter; a registration one none."""
+    """A challenge for one session in one state: `<issued, base 36>.<mac>`."""
     issued = _base36(int(now.timestamp()))
-    counter_text = "-" if counter is None else str(counter)
-    return f"{issued}.{counter_text}.{_mac(keys.keys[0], purpose, session_id, counter_text, issued)}"
+    return f"{issued}.{_mac(keys.keys[0], purpose, session_id, state, issued)}"
 
 
 def challenge_is_valid(
-    challenge: object,
-    purpose: ChallengePurpose,
-    session_id: str,
-    *,
-    counter: int | None,
-    keys: ChallengeKeys,
-    now: datetime,
+    challenge: object, purpose: ChallengePurpose, session_id: str, *, state: str, keys: ChallengeKeys, now: datetime
 ) -> bool:
-    """Whether `challenge` is one we issued for this purpose, session and counter, within
+    """Whether `challenge` is one we issued for this purpose, session and state, within
     `CHALLENGE_TTL`."""
     if not isinstance(challenge, str) or len(challenge) > MAX_CHALLENGE_LENGTH:
         return False
     match = _CHALLENGE.fullmatch(challenge)
     if match is None:
         return False
-    issued_text, counter_text, presented = match.groups()
-    if counter_text != ("-" if counter is None else str(counter)):
-        return False
+    issued_text, presented = match.groups()
     try:
         issued = datetime.fromtimestamp(int(issued_text, 36), timezone.utc)
     except (OverflowError, OSError, ValueError):
         return False
     if not now - CHALLENGE_TTL <= issued <= now + timedelta(minutes=1):
         return False
-    return any(
-        hmac.compare_digest(presented, _mac(key, purpose, session_id, counter_text, issued_text)) for key in keys.keys
-    )
+    return any(hmac.compare_digest(presented, _mac(key, purpose, session_id, state, issued_text)) for key in keys.keys)
 
 
 # --- the browser's JWTs ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Registration:
-    """A verified registration: the device's public key (a JWK of its public members
-    only, as canonical JSON, to store) and the challenge it answered."""
-
-    public_jwk: str
-    challenge: str
+def _b64_integer(value: object, *, max_bytes: int) -> int:
+    if not isinstance(value, str) or not 0 < len(value) <= (max_bytes * 4 + 2) // 3:
+        raise InvalidProof("a key member is missing or too long")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, TypeError):
+        raise InvalidProof("a key member is not base64url") from None
+    return int.from_bytes(raw, "big")
 
 
 def _public_key_from_jwk(jwk: object, algorithm: str):
-    """The public key of a JWK, if it suits `algorithm` (P-256 for ES256, 2048 to 4096
-    bits for RS256). Raises `InvalidProof`."""
-    if not isinstance(jwk, dict) or len(json.dumps(jwk)) > MAX_JWT_LENGTH:
-        raise InvalidProof("no usable jwk")
+    """The public key a JWK describes, if it suits `algorithm`: P-256 for ES256, an RSA
+    key of 2048 to 4096 bits with exponent 65537 for RS256. Built from its public numbers,
+    each checked for size first, so that no client can make us do expensive arithmetic.
+    Raises `InvalidProof`."""
+    if not isinstance(jwk, dict) or _PRIVATE_MEMBERS & jwk.keys():
+        raise InvalidProof("not a public JWK")
     try:
         if algorithm == "ES256":
-            key = ECAlgorithm.from_jwk(jwk)
-            key = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
-            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+            if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
                 raise InvalidProof("ES256 needs a P-256 key")
-        else:
-            key = RSAAlgorithm.from_jwk(jwk)
-            key = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
-            if not isinstance(key, rsa.RSAPublicKey) or key.key_size not in RSA_KEY_SIZES:
-                raise InvalidProof("RS256 needs a 2048- to 4096-bit RSA key")
-    except (jwt.InvalidKeyError, ValueError, TypeError, KeyError) as error:
-        raise InvalidProof(f"unusable jwk: {type(error).__name__}") from None
-    return key
+            x, y = _b64_integer(jwk.get("x"), max_bytes=32), _b64_integer(jwk.get("y"), max_bytes=32)
+            return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+        if jwk.get("kty") != "RSA":
+            raise InvalidProof("RS256 needs an RSA key")
+        modulus, exponent = _b64_integer(jwk.get("n"), max_bytes=512), _b64_integer(jwk.get("e"), max_bytes=4)
+        if modulus.bit_length() not in RSA_KEY_SIZES or exponent != 65537:
+            raise InvalidProof("RS256 needs a 2048- to 4096-bit RSA key with exponent 65537")
+        return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    except ValueError:
+        # A point that is not on the curve, and the like.
+        raise InvalidProof("not a valid public key") from None
 
 
 def _public_jwk_json(key, algorithm: str) -> str:
-    """Only the public members, sorted: what we store, and nothing a client added."""
-    if algorithm == "ES256":
-        members = json.loads(ECAlgorithm.to_jwk(key))
-        public = {name: members[name] for name in ("kty", "crv", "x", "y")}
-    else:
-        members = json.loads(RSAAlgorithm.to_jwk(key))
-        public = {name: members[name] for name in ("kty", "n", "e")}
-    return json.dumps(public, sort_keys=True, separators=(",", ":"))
+    """Only the public members, sorted: what we store."""
+    members = json.loads((ECAlgorithm if algorithm == "ES256" else RSAAlgorithm).to_jwk(key))
+    names = ("kty", "crv", "x", "y") if algorithm == "ES256" else ("kty", "n", "e")
+    return json.dumps({name: members[name] for name in names}, sort_keys=True, separators=(",", ":"))
 
 
-def _algorithm_of(token: object) -> tuple[str, dict]:
+def _header_and_challenge(token: object, challenge_ok: Callable[[object], bool]) -> tuple[str, dict]:
+    """The JWT's algorithm and header, once its `jti` is a live challenge: checked before
+    any signature, so junk costs a MAC, not a public-key operation."""
     if not isinstance(token, str) or not token or len(token) > MAX_JWT_LENGTH:
         raise InvalidProof("no JWT, or too long")
     try:
         header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError:
         raise InvalidProof("malformed JWT") from None
     algorithm = header.get("alg")
@@ -193,40 +201,40 @@ def _algorithm_of(token: object) -> tuple[str, dict]:
         raise InvalidProof("algorithm not allowed")
     if header.get("typ", "dbsc+jwt") != "dbsc+jwt":
         raise InvalidProof("not a DBSC JWT")
+    if not challenge_ok(claims.get("jti")):
+        raise UnknownChallenge("not a live challenge for this session")
     return algorithm, header
 
 
-def _verified_jti(token: str, key, algorithm: str) -> str:
+def _verify_signature(token: str, key, algorithm: str) -> None:
     try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[algorithm],
-            options={"require": ["jti"], "verify_aud": False, "verify_iss": False},
+        jwt.decode(
+            token, key, algorithms=[algorithm], options={"require": ["jti"], "verify_aud": False, "verify_iss": False}
         )
     except jwt.InvalidTokenError:
-        raise InvalidProof("bad signature or claims") from None
-    jti = claims.get("jti")
-    if not isinstance(jti, str):
-        raise InvalidProof("jti is not a string")
-    return jti
+        raise InvalidProof("bad signature") from None
 
 
-def verify_registration(token: object) -> Registration:
-    """Check a registration JWT: signed with the key it carries (proof of possession).
-    Raises `InvalidProof`. The caller checks the challenge (`Registration.challenge`)."""
-    algorithm, header = _algorithm_of(token)
+def verify_registration(token: object, challenge_ok: Callable[[object], bool]) -> str:
+    """Check a registration JWT: its `jti` passes `challenge_ok`, and it is signed with the
+    key it carries (proof of possession). Returns that key's public JWK, as canonical
+    JSON, to store. Raises `UnknownChallenge` or `InvalidProof`."""
+    algorithm, header = _header_and_challenge(token, challenge_ok)
     key = _public_key_from_jwk(header.get("jwk"), algorithm)
-    jti = _verified_jti(token, key, algorithm)
-    return Registration(public_jwk=_public_jwk_json(key, algorithm), challenge=jti)
+    _verify_signature(token, key, algorithm)
+    return _public_jwk_json(key, algorithm)
 
 
-def verify_refresh(token: object, stored_jwk: str) -> str:
-    """Check a refresh JWT against the key the session registered; returns the challenge
-    it answers. Raises `InvalidProof` (another key, another algorithm, malformed)."""
-    algorithm, _ = _algorithm_of(token)
-    stored = json.loads(stored_jwk)
-    expected = "ES256" if stored.get("kty") == "EC" else "RS256"
+def verify_refresh(token: object, stored_jwk: str, challenge_ok: Callable[[object], bool]) -> None:
+    """Check a refresh JWT: its `jti` passes `challenge_ok`, and it is signed by the key
+    the session registered, with that key's algorithm. Raises `UnknownChallenge` or
+    `InvalidProof`."""
+    algorithm, _ = _header_and_challenge(token, challenge_ok)
+    try:
+        stored = json.loads(stored_jwk)
+        expected = "ES256" if stored.get("kty") == "EC" else "RS256"
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidProof("the stored key is unreadable") from None
     if algorithm != expected:
         raise InvalidProof("algorithm does not match the registered key")
-    return _verified_jti(token, _public_key_from_jwk(stored, algorithm), algorithm)
+    _verify_signature(token, _public_key_from_jwk(stored, algorithm), algorithm)

@@ -180,6 +180,8 @@ class SignedIn:
     delivers_counter: int | None = None
     # Bound to its device (DBSC): only a proof from the device's key renews it.
     device_bound: bool = False
+    # Not bound, and never rotated: just signed in, so a browser may still bind it.
+    bindable: bool = False
 
 
 @dataclass(frozen=True)
@@ -377,6 +379,7 @@ def start_session(
         session_pk=session.id,
         last_active_at=now,
         client_name=device.client_name,
+        bindable=True,
     )
     return _tokens_for(
         signed_in=signed_in,
@@ -456,6 +459,7 @@ def authenticate(
         access_expires_at=datetime.fromtimestamp(claims.expires_at, timezone.utc),
         delivers_counter=row.counter if first_proof else None,
         device_bound=row.device_bound_at is not None,
+        bindable=row.device_bound_at is None and row.counter == 0,
     )
 
 
@@ -739,16 +743,24 @@ def reissue_access_token(
     )
 
 
+# A session binds to its device only this soon after its sign-in. A browser that binds
+# does so within milliseconds of the offer; later, a registration may come from a copy of
+# the cookies, and binding would hand the session to the copy's key.
+BINDING_WINDOW = timedelta(minutes=5)
+
+
 def bind_to_device(db_session: DbSession, session_id: str, *, user_id: int, public_jwk: str, now: datetime) -> bool:
     """Bind `user_id`'s active session `session_id` to the device key `public_jwk` (DBSC
-    registration). Once only: a bound session is never bound again, to this key or
-    another. Returns whether it bound it. Writes; does not commit."""
+    registration), if it signed in less than `BINDING_WINDOW` ago. Once only: a bound
+    session is never bound again, to this key or another. Returns whether it bound it.
+    Writes; does not commit."""
     bound = db_session.execute(
         update(Session)
         .where(
             Session.public_id == session_id,
             Session.user_id == user_id,
             Session.device_key.is_(None),
+            Session.created_at > now - BINDING_WINDOW,
             _active(now),
         )
         .values(device_key=public_jwk, device_bound_at=now)
@@ -757,17 +769,29 @@ def bind_to_device(db_session: DbSession, session_id: str, *, user_id: int, publ
     return bound.rowcount == 1
 
 
-def device_key_of(db_session: DbSession, session_id: str, *, now: datetime) -> tuple[int, int, str] | None:
-    """(user id, counter, device key) of the active, bound session `session_id`, or None.
+@dataclass(frozen=True)
+class BoundSession:
+    user_id: int
+    counter: int
+    delivered_counter: int
+    device_key: str
+
+
+def device_key_of(db_session: DbSession, session_id: str, *, now: datetime) -> BoundSession | None:
+    """The key and rotation state of the active, bound session `session_id`, or None.
     Reads only."""
     row = db_session.execute(
-        select(Session.user_id, Session.counter, Session.device_key)
+        select(Session.user_id, Session.counter, Session.delivered_counter, Session.device_key)
         .join(User, User.id == Session.user_id)
         .where(
             Session.public_id == session_id, Session.device_key.is_not(None), _active(now), User.disabled_at.is_(None)
         )
     ).one_or_none()
-    return None if row is None else (row.user_id, row.counter, row.device_key)
+    if row is None:
+        return None
+    return BoundSession(
+        user_id=row.user_id, counter=row.counter, delivered_counter=row.delivered_counter, device_key=row.device_key
+    )
 
 
 def list_active_sessions(db_session: DbSession, *, user_id: int, now: datetime) -> list[Session]:

@@ -13,7 +13,7 @@ cookies there is no ambient credential to forge a request with).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -177,6 +177,11 @@ def rotate_from_cookie(
     return issued
 
 
+# A bound session's access token expired longer ago than this, presented on a path the
+# browser keeps fresh: no browser of the device's own would send that.
+ALARM_AFTER = timedelta(minutes=1)
+
+
 def refuse_without_device_key(
     auth: RequestAuth,
     bound: sessions.DeviceKeyRequired,
@@ -192,25 +197,34 @@ def refuse_without_device_key(
     - its access token expired a moment ago (`IN_FLIGHT_LEEWAY`): sent just before the
       browser renewed it. Served, nothing written;
     - a path the bound cookie does not cover (/api/ and the like): the browser does not
-      renew the cookie for those. Signed out for this request only, cookies left alone,
-      no alarm: a page's script then goes through /auth/refresh, which it does cover;
+      renew the cookie for those. No alarm: a page's script then goes through
+      /auth/refresh, which it does cover;
+    - its access token expired less than `ALARM_AFTER` ago: a slow request, or one the
+      browser let go after a refresh that failed. No alarm;
     - otherwise the browser would have renewed the cookie first: these are copied cookies
-      used on another machine. Signed out (this request's cookies cleared), and an alert
-      on the account naming the device whose cookies were copied. That device's own
-      session goes on.
+      used on another machine, and the account gets an alert naming the device whose
+      cookies were copied (one per session and hour).
+
+    In every refused case the request is signed out and the cookies are left as they are:
+    clearing a thief's copy gains nothing, and clearing the device's own would end a
+    session that nothing is wrong with (its next renewal needs the refresh cookie).
     """
-    if access_token:
+
+    def access_token_of_this_session(grace: timedelta) -> SignedIn | None:
+        if not access_token:
+            return None
         try:
-            late = sessions.authenticate(
-                db.engine, access_token, policy=policy, now=now - device_binding.IN_FLIGHT_LEEWAY
-            )
+            signed_in = sessions.authenticate(db.engine, access_token, policy=policy, now=now - grace)
         except (InvalidToken, sessions.SignedOut):
-            late = None
-        if late is not None and late.session_id == bound.session_id:
-            auth.authenticated(late)
-            return
-    if not device_binding.in_bound_scope(request.path):
-        auth.signed_out_leaving_cookies()
+            return None
+        return signed_in if signed_in.session_id == bound.session_id else None
+
+    late = access_token_of_this_session(device_binding.IN_FLIGHT_LEEWAY)
+    if late is not None:
+        auth.authenticated(late)
+        return
+    auth.signed_out_leaving_cookies()
+    if not device_binding.in_bound_scope(request.path) or access_token_of_this_session(ALARM_AFTER):
         return
     with unit_of_work(db.session):
         record_copied_sign_in_refused(
@@ -221,7 +235,6 @@ def refuse_without_device_key(
             used_from=current_device(),
             now=now,
         )
-    auth.sign_out(refresh_rejected=True)
 
 
 def login_required(view):

@@ -29,7 +29,7 @@ from ..auth.cookies import access_cookie_attributes, access_cookie_name, refresh
 from ..auth.hooks import current_policy, current_time
 from ..auth.request_auth import current_auth, is_bearer_request
 from ..database import unit_of_work
-from ..device_binding import ChallengePurpose, InvalidProof
+from ..device_binding import ChallengePurpose, InvalidProof, UnknownChallenge
 from ..extensions import db
 
 bp = Blueprint("dbsc", __name__, url_prefix="/auth/dbsc")
@@ -47,13 +47,14 @@ def offered_here() -> bool:
 
 
 def offer_registration(response: Response) -> Response:
-    """After every request: offer a signed-in, unbound browser session to bind itself to
-    its device, on pages and on the redirect that follows a sign-in. Browsers without
-    DBSC ignore the header."""
+    """After every request: offer a browser session that has just signed in (and so is not
+    bound, and has never rotated) to bind itself to its device, on the redirect that
+    follows the sign-in and on pages. Browsers without DBSC ignore the header; binding
+    itself is refused once the sign-in is minutes old (sessions.BINDING_WINDOW)."""
     signed_in = current_auth().signed_in
     if (
         signed_in is None
-        or signed_in.device_bound
+        or not signed_in.bindable
         or signed_in.client_name is not None
         or not (response.mimetype == "text/html" or 300 <= response.status_code < 400)
         or not device_binding.in_bound_scope(request.path)
@@ -62,7 +63,7 @@ def offer_registration(response: Response) -> Response:
     ):
         return response
     challenge = device_binding.make_challenge(
-        ChallengePurpose.REGISTER, signed_in.session_id, counter=None, keys=_keys(), now=current_time()
+        ChallengePurpose.REGISTER, signed_in.session_id, state=device_binding.UNBOUND, keys=_keys(), now=current_time()
     )
     algorithms = " ".join(device_binding.ALGORITHMS)
     response.headers["Secure-Session-Registration"] = (
@@ -101,39 +102,46 @@ def register():
     signed_in = current_auth().signed_in
     if signed_in is None or signed_in.client_name is not None:
         return _refused(401, "Sign in first.", "not_signed_in")
-    try:
-        registration = device_binding.verify_registration(request.headers.get("Secure-Session-Response", "").strip())
-    except InvalidProof:
-        return _refused(400, "The proof of possession is not valid.", "invalid_proof")
     now = current_time()
-    if not device_binding.challenge_is_valid(
-        registration.challenge,
-        ChallengePurpose.REGISTER,
-        signed_in.session_id,
-        counter=None,
-        keys=_keys(),
-        now=now,
-    ):
-        return _refused(403, "The challenge is not one of ours, or has expired.", "invalid_challenge")
-    with unit_of_work(db.session):
-        bound = sessions.bind_to_device(
-            db.session,
+
+    def live_challenge(challenge: object) -> bool:
+        return device_binding.challenge_is_valid(
+            challenge,
+            ChallengePurpose.REGISTER,
             signed_in.session_id,
-            user_id=signed_in.user_id,
-            public_jwk=registration.public_jwk,
+            state=device_binding.UNBOUND,
+            keys=_keys(),
             now=now,
         )
-        issued = sessions.reissue_access_token(db.session, signed_in.session_id, policy=current_policy(), now=now)
+
+    try:
+        public_jwk = device_binding.verify_registration(
+            request.headers.get("Secure-Session-Response", "").strip(), live_challenge
+        )
+    except UnknownChallenge:
+        return _refused(403, "The challenge is not one of ours, or has expired.", "invalid_challenge")
+    except InvalidProof:
+        return _refused(400, "The proof of possession is not valid.", "invalid_proof")
+    auth = current_auth()
+    with unit_of_work(db.session):
+        bound = sessions.bind_to_device(
+            db.session, signed_in.session_id, user_id=signed_in.user_id, public_jwk=public_jwk, now=now
+        )
+        # A fresh access cookie, which the browser keeps from now on as the bound cookie;
+        # unless the hook rotated this very request, whose new cookies (both) it keeps.
+        issued = auth.issued or sessions.reissue_access_token(
+            db.session, signed_in.session_id, policy=current_policy(), now=now
+        )
     if not bound:
-        return _refused(403, "This session is already bound to a device.", "already_bound")
-    # A fresh access cookie: the browser starts keeping it, as the bound cookie.
-    current_auth().sign_in(issued)
+        return _refused(403, "This session is bound already, or signed in too long ago to bind.", "not_bindable")
+    auth.sign_in(issued)
     return jsonify(session_description(signed_in.session_id))
 
 
-def _challenge(session_id: str, counter: int) -> Response:
+def _challenge(session_id: str, bound: sessions.BoundSession) -> Response:
+    state = device_binding.refresh_state(bound.counter, bound.delivered_counter)
     challenge = device_binding.make_challenge(
-        ChallengePurpose.REFRESH, session_id, counter=counter, keys=_keys(), now=current_time()
+        ChallengePurpose.REFRESH, session_id, state=state, keys=_keys(), now=current_time()
     )
     response = Response(status=403)
     response.headers["Secure-Session-Challenge"] = f'"{challenge}";id="{session_id}"'
@@ -155,19 +163,23 @@ def refresh():
     if bound is None:
         # Ended, or never bound: the browser stops refreshing it.
         return _refused(401, "This session has ended.", "session_expired")
-    _, counter, device_key = bound
     proof = request.headers.get("Secure-Session-Response", "").strip()
     if not proof:
-        return _challenge(session_id, counter)
+        return _challenge(session_id, bound)
+    state = device_binding.refresh_state(bound.counter, bound.delivered_counter)
+
+    def live_challenge(challenge: object) -> bool:
+        return device_binding.challenge_is_valid(
+            challenge, ChallengePurpose.REFRESH, session_id, state=state, keys=_keys(), now=now
+        )
+
     try:
-        answered = device_binding.verify_refresh(proof, device_key)
+        device_binding.verify_refresh(proof, bound.device_key, live_challenge)
+    except UnknownChallenge:
+        # Stale, or answered already (the session's rotation has moved on): a new one.
+        return _challenge(session_id, bound)
     except InvalidProof:
         return _refused(401, "The proof does not come from this session's device.", "invalid_proof")
-    if not device_binding.challenge_is_valid(
-        answered, ChallengePurpose.REFRESH, session_id, counter=counter, keys=_keys(), now=now
-    ):
-        # Stale, or answered already (the counter has moved on): a new one to sign.
-        return _challenge(session_id, counter)
 
     refresh_token = request.cookies.get(refresh_cookie_name(), "")
     try:
@@ -196,6 +208,6 @@ def refresh():
         now_bound = sessions.device_key_of(db.session, session_id, now=now)
         if now_bound is None:
             return _refused(401, "This session has ended.", "session_expired")
-        return _challenge(session_id, now_bound[1])
+        return _challenge(session_id, now_bound)
     auth.sign_in(issued)
     return jsonify(session_description(session_id))

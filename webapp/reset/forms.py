@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from wtforms import EmailField, PasswordField
+from wtforms import EmailField, HiddenField, PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from ..accounts import EMAIL_PATTERN, MAX_EMAIL_LENGTH
@@ -20,7 +20,13 @@ class ForgotPasswordForm(PostedForm):
     )
 
 
-class ResetPasswordForm(PostedForm):
+class LinkForm(PostedForm):
+    # The link's token, carried by the page's form rather than kept in the browser's
+    # session cookie, where a copy of the cookie jar would find it (webapp/reset/views.py).
+    link = HiddenField()
+
+
+class ResetPasswordForm(LinkForm):
     new_password = PasswordField(
         "New password",
         validators=[
@@ -34,5 +40,5 @@ class ResetPasswordForm(PostedForm):
     )
 
 
-class SecureAccountForm(PostedForm):
-    """One button; the form carries only its CSRF token."""
+class SecureAccountForm(LinkForm):
+    """One button; the form carries its CSRF token and the link's token."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, current_app, flash, make_response, redirect, render_template, url_for
+from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
 from flask import session as flask_session
 
 from .. import accounts, notices, recovery
@@ -22,9 +22,11 @@ bp = Blueprint("reset", __name__, url_prefix="/auth")
 
 
 # A link's token is in its address, which a browser keeps in its history and sends on
-# as a Referer. So the address with the token only checks it, keeps it in this browser's
-# session and redirects to an address without it (as Django does). The form pages then
-# send the usual same-origin Referer, which the CSRF check wants over HTTPS.
+# as a Referer. So the address with the token only checks it, hands it to this browser's
+# session and redirects to an address without it (as Django does); that page takes it
+# out of the session at once and carries it in its form. The form pages then send the
+# usual same-origin Referer, which the CSRF check wants over HTTPS, and the token never
+# stays in a cookie, where a copy of the cookie jar would find it.
 SET_PASSWORD = "set-password"
 CONFIRM = "confirm"
 _STASH = {LinkPurpose.RESET: "reset_link", LinkPurpose.SECURE: "secure_link"}
@@ -44,8 +46,13 @@ def _stash_and_redirect(purpose: LinkPurpose, token: str, endpoint: str, placeho
     return response
 
 
-def _stashed(purpose: LinkPurpose) -> str | None:
-    return flask_session.get(_STASH[purpose])
+def _link_token(purpose: LinkPurpose, form) -> str | None:
+    """The token of the link being used: on the form's first showing, taken out of the
+    session (where the link's address put it); on a submission, from the form."""
+    if request.method == "GET":
+        form.link.data = flask_session.pop(_STASH[purpose], None)
+    token = form.link.data
+    return token if isinstance(token, str) and token else None
 
 
 def _policy() -> recovery.RecoveryPolicy:
@@ -125,14 +132,14 @@ def reset_password(token: str):
         except InvalidLink:
             return link_not_working(LinkPurpose.RESET)
         return _stash_and_redirect(LinkPurpose.RESET, token, "reset.reset_password", SET_PASSWORD)
-    token = _stashed(LinkPurpose.RESET)
+    form = ResetPasswordForm()
+    token = _link_token(LinkPurpose.RESET, form)
     if token is None:
         return link_not_working(LinkPurpose.RESET)
     try:
         user = recovery.user_for_link(db.session, token, LinkPurpose.RESET, policy=_policy(), now=current_time())
     except InvalidLink:
         return link_not_working(LinkPurpose.RESET)
-    form = ResetPasswordForm()
     if form.validate_on_submit():
         now = current_time()
         device = current_device()
@@ -169,14 +176,14 @@ def secure_account(token: str):
         except InvalidLink:
             return link_not_working(LinkPurpose.SECURE)
         return _stash_and_redirect(LinkPurpose.SECURE, token, "reset.secure_account", CONFIRM)
-    token = _stashed(LinkPurpose.SECURE)
+    form = SecureAccountForm()
+    token = _link_token(LinkPurpose.SECURE, form)
     if token is None:
         return link_not_working(LinkPurpose.SECURE)
     try:
         user = recovery.user_for_link(db.session, token, LinkPurpose.SECURE, policy=_policy(), now=current_time())
     except InvalidLink:
         return link_not_working(LinkPurpose.SECURE)
-    form = SecureAccountForm()
     if form.validate_on_submit():
         try:
             with unit_of_work(db.session):
