@@ -9,8 +9,8 @@ cookie expires (sessions.rotate_refresh_token refuses the refresh cookie alone).
 
 Challenges are stateless: the time they were issued and an HMAC over it, their purpose,
 the session's public id and the session's state, under a key derived from the app's
-secret. For a refresh the state is the session's rotation counter and the counter known
-delivered: a refresh challenge dies with the rotation (or the re-sent rotation) it was
+secret. For a refresh the state is the session's rotation counter and when it last
+rotated: a refresh challenge dies with the rotation (or the re-sent rotation) it was
 answered with, so the same signed answer is never accepted twice. A registration
 challenge is spent by binding, which happens once per session, within minutes of its
 sign-in (sessions.bind_to_device): a copy of the cookies taken later cannot bind the
@@ -89,14 +89,27 @@ class ChallengeKeys:
         return cls(keys=tuple(derive_key(secret, _KEY_LABEL) for secret in (secret_key, *fallbacks)))
 
 
-def refresh_state(counter: int, delivered_counter: int) -> str:
-    """What a refresh challenge is made over: where the session's rotation stands."""
-    return f"{counter}/{delivered_counter}"
+def refresh_state(counter: int, rotated_at: datetime) -> str:
+    """What a refresh challenge is made over: the session's rotation, and when it last
+    moved or was sent again (a lost rotation re-sent keeps its counter). Not the counter
+    known delivered: the page that delivers the last rotation often races the browser's
+    next renewal, and must not spend a second signature of the device's key."""
+    return f"{counter}@{rotated_at.isoformat()}"
 
 
 def in_bound_scope(path: str) -> bool:
     """Whether the browser keeps the bound cookie fresh before it sends a request to `path`."""
     return not path.startswith(UNBOUND_PATHS)
+
+
+_SKIPPED = re.compile(r'\s*([a-z_]+)\s*;\s*session_identifier\s*=\s*"([A-Za-z0-9_-]{1,64})"\s*')
+
+
+def renewal_skipped(header: str, session_id: str) -> bool:
+    """Whether `Secure-Session-Skipped` (the browser sent a request without renewing the
+    bound cookie first, e.g. `quota_exceeded;session_identifier="..."`) names `session_id`."""
+    match = _SKIPPED.fullmatch(header[:200])
+    return match is not None and match[2] == session_id
 
 
 def _base36(number: int) -> str:

@@ -773,7 +773,7 @@ def bind_to_device(db_session: DbSession, session_id: str, *, user_id: int, publ
 class BoundSession:
     user_id: int
     counter: int
-    delivered_counter: int
+    rotated_at: datetime
     device_key: str
 
 
@@ -781,7 +781,7 @@ def device_key_of(db_session: DbSession, session_id: str, *, now: datetime) -> B
     """The key and rotation state of the active, bound session `session_id`, or None.
     Reads only."""
     row = db_session.execute(
-        select(Session.user_id, Session.counter, Session.delivered_counter, Session.device_key)
+        select(Session.user_id, Session.counter, Session.rotated_at, Session.device_key)
         .join(User, User.id == Session.user_id)
         .where(
             Session.public_id == session_id, Session.device_key.is_not(None), _active(now), User.disabled_at.is_(None)
@@ -789,9 +789,7 @@ def device_key_of(db_session: DbSession, session_id: str, *, now: datetime) -> B
     ).one_or_none()
     if row is None:
         return None
-    return BoundSession(
-        user_id=row.user_id, counter=row.counter, delivered_counter=row.delivered_counter, device_key=row.device_key
-    )
+    return BoundSession(user_id=row.user_id, counter=row.counter, rotated_at=row.rotated_at, device_key=row.device_key)
 
 
 def list_active_sessions(db_session: DbSession, *, user_id: int, now: datetime) -> list[Session]:

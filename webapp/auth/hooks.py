@@ -199,8 +199,10 @@ def refuse_without_device_key(
     - a path the bound cookie does not cover (/api/ and the like): the browser does not
       renew the cookie for those. No alarm: a page's script then goes through
       /auth/refresh, which it does cover;
-    - its access token expired less than `ALARM_AFTER` ago: a slow request, or one the
-      browser let go after a refresh that failed. No alarm;
+    - its access token expired less than `ALARM_AFTER` ago (a slow request), or the
+      browser says it could not renew this session (`Secure-Session-Skipped`: its signing
+      quota, our server unreachable) and let the request go without the cookie. No
+      alarm. The header could be forged, but it only spares an alert; it renews nothing;
     - otherwise the browser would have renewed the cookie first: these are copied cookies
       used on another machine, and the account gets an alert naming the device whose
       cookies were copied (one per session and hour).
@@ -224,7 +226,11 @@ def refuse_without_device_key(
         auth.authenticated(late)
         return
     auth.signed_out_leaving_cookies()
-    if not device_binding.in_bound_scope(request.path) or access_token_of_this_session(ALARM_AFTER):
+    if (
+        not device_binding.in_bound_scope(request.path)
+        or access_token_of_this_session(ALARM_AFTER)
+        or device_binding.renewal_skipped(request.headers.get("Secure-Session-Skipped", ""), bound.session_id)
+    ):
         return
     with unit_of_work(db.session):
         record_copied_sign_in_refused(

@@ -47,20 +47,14 @@ def offered_here() -> bool:
 
 
 def offer_registration(response: Response) -> Response:
-    """After every request: offer a browser session that has just signed in (and so is not
-    bound, and has never rotated) to bind itself to its device, on the redirect that
-    follows the sign-in and on pages. Browsers without DBSC ignore the header; binding
-    itself is refused once the sign-in is minutes old (sessions.BINDING_WINDOW)."""
-    signed_in = current_auth().signed_in
-    if (
-        signed_in is None
-        or not signed_in.bindable
-        or signed_in.client_name is not None
-        or not (response.mimetype == "text/html" or 300 <= response.status_code < 400)
-        or not device_binding.in_bound_scope(request.path)
-        or request.path.startswith(bp.url_prefix)
-        or not offered_here()
-    ):
+    """After every request: the response that signs a browser in (the form, registration,
+    a password change's new session) offers to bind the new session to its device. Once:
+    the pages that follow, sent before the browser has registered, would each cost it a
+    second signature and key. Browsers without DBSC ignore the header; binding itself is
+    refused once the sign-in is minutes old (sessions.BINDING_WINDOW)."""
+    issued = current_auth().issued
+    signed_in = None if issued is None else issued.signed_in
+    if signed_in is None or not signed_in.bindable or signed_in.client_name is not None or not offered_here():
         return response
     challenge = device_binding.make_challenge(
         ChallengePurpose.REGISTER, signed_in.session_id, state=device_binding.UNBOUND, keys=_keys(), now=current_time()
@@ -139,7 +133,7 @@ def register():
 
 
 def _challenge(session_id: str, bound: sessions.BoundSession) -> Response:
-    state = device_binding.refresh_state(bound.counter, bound.delivered_counter)
+    state = device_binding.refresh_state(bound.counter, bound.rotated_at)
     challenge = device_binding.make_challenge(
         ChallengePurpose.REFRESH, session_id, state=state, keys=_keys(), now=current_time()
     )
@@ -166,7 +160,7 @@ def refresh():
     proof = request.headers.get("Secure-Session-Response", "").strip()
     if not proof:
         return _challenge(session_id, bound)
-    state = device_binding.refresh_state(bound.counter, bound.delivered_counter)
+    state = device_binding.refresh_state(bound.counter, bound.rotated_at)
 
     def live_challenge(challenge: object) -> bool:
         return device_binding.challenge_is_valid(
