@@ -21,10 +21,10 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from webapp import tokens
-from webapp.device_binding import ChallengeKeys, ChallengePurpose, make_challenge
+from webapp.device_binding import ChallengeKeys, ChallengePurpose, make_challenge, refresh_state
 from webapp.models import Session
 
 from . import log
@@ -91,29 +91,29 @@ def plain_rotation_lines(pool: SessionPool, cookie: FlaskSessionCookie, *, secon
     ]
 
 
-def signed_refresh_lines(
-    pool: SessionPool, key: DeviceKey, challenge_keys: ChallengeKeys, *, seconds: float
-) -> list[str]:
-    """One line per request: a session's fresh refresh token and a JWT over a challenge
-    for the counter it will be at by then."""
-    counters = pool.counters()
-    passes = int(MAX_RPS * seconds / len(pool.public_ids) / 4) + 2  # signing is the slow part here
+def signed_refresh_lines(pool: SessionPool, key: DeviceKey, challenge_keys: ChallengeKeys) -> list[str]:
+    """One line per session: its fresh refresh token and a JWT over a challenge for the
+    state it is in now (its counter and when it last rotated). A challenge names the
+    rotation it may make, which the bench cannot know ahead: so one pass, over a pool
+    large enough for a run."""
+    with connect(pool.app.database) as connection:
+        rows = connection.execute(
+            select(Session.public_id, Session.counter, Session.rotated_at).where(Session.user_id == pool.user_id)
+        ).all()
     name = pool.app.cookie_name("refresh_token")
     now = datetime.now(timezone.utc)
     lines = []
-    for step in range(passes):
-        for public_id in pool.public_ids:
-            counter = counters[public_id] + step
-            challenge = make_challenge(
-                ChallengePurpose.REFRESH, public_id, counter=counter, keys=challenge_keys, now=now
-            )
-            refresh = tokens.mint_refresh_token(public_id, counter, keys=pool.app.policy.keys)
-            headers = {
-                **OVER_HTTPS,
-                "Sec-Secure-Session-Id": public_id,
-                "Secure-Session-Response": key.answer(challenge),
-            }
-            lines.append(request_line(f"{name}={refresh}", headers=headers))
+    for public_id, counter, rotated_at in rows:
+        rotated_at = rotated_at if rotated_at.tzinfo else rotated_at.replace(tzinfo=timezone.utc)
+        state = refresh_state(counter, rotated_at)
+        challenge = make_challenge(ChallengePurpose.REFRESH, public_id, state=state, keys=challenge_keys, now=now)
+        refresh = tokens.mint_refresh_token(public_id, counter, keys=pool.app.policy.keys)
+        headers = {
+            **OVER_HTTPS,
+            "Sec-Secure-Session-Id": public_id,
+            "Secure-Session-Response": key.answer(challenge),
+        }
+        lines.append(request_line(f"{name}={refresh}", headers=headers))
     return lines
 
 
@@ -140,7 +140,7 @@ def measure_dbsc(
     ask = {**OVER_HTTPS, "Sec-Secure-Session-Id": session_id}
     reply = server.request("POST", "/auth/dbsc/refresh", headers=ask)
     check(reply.status == 403 and b"" == reply.body, f"DBSC challenge gave {reply.status}")
-    signed = signed_refresh_lines(bound, key, challenge_keys, seconds=0)[0]
+    signed = signed_refresh_lines(bound, key, challenge_keys)[0]
     cookie_part, _, own = signed.split("\t")
     headers = dict(pair.split(": ", 1) for pair in own.split("|"))
     reply = server.request("POST", "/auth/dbsc/refresh", headers={"Cookie": cookie_part, **headers})
@@ -182,7 +182,7 @@ def measure_dbsc(
 
     def run_signed() -> Measured:
         before = sum(bound.counters().values())
-        lines = signed_refresh_lines(bound, key, challenge_keys, seconds=settings.seconds)
+        lines = signed_refresh_lines(bound, key, challenge_keys)
         run = measured_wrk(
             server,
             "/auth/dbsc/refresh",

@@ -66,6 +66,26 @@ ACTIVE_SESSION = (
     )
 )
 
+# A device-bound session's key and rotation state, for a DBSC refresh (two requests per
+# renewal: the challenge, then the signed answer).
+BOUND_SESSION = (
+    select(
+        sessions_table.c.user_id,
+        sessions_table.c.counter,
+        sessions_table.c.rotated_at,
+        sessions_table.c.device_key,
+    )
+    .join(users_table, users_table.c.id == sessions_table.c.user_id)
+    .where(
+        sessions_table.c.public_id == bindparam("public_id"),
+        sessions_table.c.device_key.is_not(None),
+        sessions_table.c.revoked_at.is_(None),
+        sessions_table.c.expires_at > bindparam("now"),
+        sessions_table.c.idle_expires_at > bindparam("now"),
+        users_table.c.disabled_at.is_(None),
+    )
+)
+
 # The compare-and-set of a rotation: it wins only if the counter is still the one read.
 # Presenting the token for `counter` proves it was delivered.
 ADVANCE_COUNTER = (
@@ -112,6 +132,7 @@ MARK_DELIVERED = (
 
 _session_with_user = DBAPISelect(SESSION_WITH_USER)
 _active_session = DBAPISelect(ACTIVE_SESSION)
+_bound_session = DBAPISelect(BOUND_SESSION)
 
 
 def find_active_session(source: DbSession | Connection | Engine, *, session_id: str, user_id: int, now: datetime):
@@ -123,6 +144,12 @@ def find_active_session(source: DbSession | Connection | Engine, *, session_id: 
     if not isinstance(source, (Engine, Connection)):
         source = source.connection()  # an ORM session, or Flask-SQLAlchemy's scoped one
     return _active_session.one_or_none(source, {"public_id": session_id, "user_id": user_id, "now": now})
+
+
+def find_bound_session(db_session: DbSession, *, session_id: str, now: datetime):
+    """The row of `BOUND_SESSION` (user id, counter, rotated_at, device key) for the
+    active, device-bound session `session_id`, or None. Reads only."""
+    return _bound_session.one_or_none(db_session.connection(), {"public_id": session_id, "now": now})
 
 
 def load_session_with_user(db_session: DbSession, session_id: str):

@@ -780,13 +780,7 @@ class BoundSession:
 def device_key_of(db_session: DbSession, session_id: str, *, now: datetime) -> BoundSession | None:
     """The key and rotation state of the active, bound session `session_id`, or None.
     Reads only."""
-    row = db_session.execute(
-        select(Session.user_id, Session.counter, Session.rotated_at, Session.device_key)
-        .join(User, User.id == Session.user_id)
-        .where(
-            Session.public_id == session_id, Session.device_key.is_not(None), _active(now), User.disabled_at.is_(None)
-        )
-    ).one_or_none()
+    row = session_queries.find_bound_session(db_session, session_id=session_id, now=now)
     if row is None:
         return None
     return BoundSession(user_id=row.user_id, counter=row.counter, rotated_at=row.rotated_at, device_key=row.device_key)
