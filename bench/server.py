@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -224,7 +225,9 @@ def first_page_cookie(server: Server, app: AppUnderTest) -> FlaskSessionCookie:
     reply = server.request("GET", "/auth/login")
     name = app.cookie_name("session")
     value = reply.cookies()[name]
-    marker = b'<meta name="csrf-token" content="'
-    start = reply.body.index(marker) + len(marker)
-    csrf_token = reply.body[start : reply.body.index(b'"', start)].decode()
+    # The sign-in form's own token (pages of a signed-out visitor carry no meta tag).
+    match = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', reply.body)
+    if match is None:
+        raise SystemExit("no CSRF token in the sign-in form: the bench cannot make its cookie")
+    csrf_token = match[1].decode()
     return FlaskSessionCookie(f"{name}={value}", csrf_token)

@@ -271,7 +271,7 @@ def test_explicit_refresh_needs_the_csrf_header(client, auth):
 
 
 def test_explicit_refresh_without_cookie_is_401_json(client, auth):
-    token = auth.csrf_token("/")
+    token = auth.csrf_token("/auth/login")
     response = client.post("/auth/refresh", headers={"X-CSRFToken": token})
     assert response.status_code == 401 and response.json["error"] == "session_expired"
 

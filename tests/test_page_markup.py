@@ -187,3 +187,22 @@ def test_events_show_a_plain_sentence_not_their_stored_detail(app, two_devices, 
         text = page(laptop, path).get_text(" ", strip=True)
         assert "presented after rotation" not in text, path
         assert "A copy of a device's sign-in was used somewhere else" in text, path
+
+
+def test_an_anonymous_page_without_a_form_sets_no_cookie_and_mints_no_token(client):
+    # A visitor who only reads the home page gets no session cookie (and no CSRF token
+    # that nothing on the page could use).
+    home = client.get("/")
+    assert home.status_code == 200
+    assert home.headers.getlist("Set-Cookie") == []
+    assert soup_of(home).find("meta", {"name": "csrf-token"}) is None
+    # A page with a form still carries its token, and the cookie it is bound to.
+    sign_in = client.get("/auth/login")
+    assert soup_of(sign_in).find("input", {"name": "csrf_token"})["value"]
+    assert any(header.startswith("session=") for header in sign_in.headers.getlist("Set-Cookie"))
+
+
+def test_signed_in_pages_carry_the_token_for_their_scripts(auth):
+    auth.register()
+    meta = soup_of(auth.client.get("/account")).find("meta", {"name": "csrf-token"})
+    assert meta is not None and meta["content"]

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from webapp import passwords
 from webapp.auth import ratelimit
 from webapp.config import ConfigError, load_config
-from webapp.extensions import db, limiter
+from webapp.extensions import db
 from webapp.models import SecurityEvent
 
 from .conftest import PASSWORD, AuthActions, csrf_token_from
@@ -115,7 +115,12 @@ def email_digest(email: str) -> str:
     return hashlib.sha256(email.strip().casefold().encode()).hexdigest()
 
 
-def limit_counters(storage_uri: str, *markers: str) -> dict[str, int]:
+def sign_in_storage(app):
+    """The storage the app's sign-in limits count in."""
+    return app.extensions["sign_in_limits"].strategy.storage
+
+
+def limit_counters(app, storage_uri: str, *markers: str) -> dict[str, int]:
     """The limiter's counters whose keys contain any of `markers` (an address, an email's
     digest), with their values."""
     if storage_uri.startswith("redis://"):
@@ -123,7 +128,7 @@ def limit_counters(storage_uri: str, *markers: str) -> dict[str, int]:
             keys = [key.decode() for key in connection.scan_iter(match="LIMITS:*", count=1000)]
             keys = [key for key in keys if any(marker in key for marker in markers)]
             return {key: int(connection.get(key) or 0) for key in keys}
-    counters = limiter.storage.storage
+    counters = sign_in_storage(app).storage
     return {key: value for key, value in list(counters.items()) if any(marker in key for marker in markers)}
 
 
@@ -149,11 +154,11 @@ def test_failed_attempts_per_account_end_in_429_with_retry_after(app, email):
 
 def test_counters_live_in_the_storage_rate_limit_storage_uri_names(app, email, storage_uri):
     attempt(client_from(app), email, "wrong password")
-    keys = list(limit_counters(storage_uri, f"account:{email_digest(email)}/"))
+    keys = list(limit_counters(app, storage_uri, f"account:{email_digest(email)}/"))
     assert len(keys) == 1
     assert keys[0].endswith(tuple(f"/sign-in-account/3/15/minute{suffix}" for suffix in ("", "s")))
     if storage_uri == "memory://":
-        assert type(limiter.storage).__name__ == "MemoryStorage"
+        assert type(sign_in_storage(app)).__name__ == "MemoryStorage"
 
 
 def test_a_limit_hit_is_a_security_event_of_the_account(app, email):
@@ -272,7 +277,7 @@ def test_the_right_password_gets_in_after_the_window(app, email):
     refused = attempt(client, email, PASSWORD)
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) <= WINDOW
-    # Flask-Limiter keeps real time: the one short wait of the suite.
+    # The limits library keeps real time: the one short wait of the suite.
     time.sleep(WINDOW + 0.1)
     assert attempt(client, email, PASSWORD).status_code == 302
     assert client.get("/api/me").status_code == 200
@@ -677,17 +682,17 @@ def test_malformed_attempts_touch_no_limit_storage(app, storage_uri):
             statuses.append(client.post("/api/auth/token", json=body).status_code)
         statuses.append(client.post("/api/auth/token", data="{not json", content_type="application/json").status_code)
         statuses.append(client.post("/api/auth/token", data={"email": probe, "password": "guess"}).status_code)
-    assert limit_counters(storage_uri, ip, *[email_digest(probe) for probe in probes]) == {}
+    assert limit_counters(app, storage_uri, ip, *[email_digest(probe) for probe in probes]) == {}
     assert set(statuses) <= {200, 400, 415}, statuses
 
     # Signed in (registering counts this address once), then malformed password changes.
     owner = fresh_email()
     assert AuthActions(client).register(owner).status_code == 302
-    before = limit_counters(storage_uri, ip, email_digest(owner))
+    before = limit_counters(app, storage_uri, ip, email_digest(owner))
     page = csrf_token_from(client.get("/account/password").data)
     for form in ({"current_password": PASSWORD}, {"current_password": PASSWORD, "new_password": "n" * 9}):
         assert client.post("/account/password", data={**form, "csrf_token": page}).status_code == 200
-    assert limit_counters(storage_uri, ip, email_digest(owner)) == before
+    assert limit_counters(app, storage_uri, ip, email_digest(owner)) == before
 
 
 @pytest.mark.parametrize(
@@ -698,11 +703,11 @@ def test_one_client_creates_a_bounded_number_of_keys(app, storage_uri):
     probes = [fresh_email() for _ in range(40)]
     statuses = [attempt(client, probe, "guess").status_code for probe in probes]
     assert statuses == [200] * 10 + [429] * 30
-    assert len(limit_counters(storage_uri, *[email_digest(probe) for probe in probes])) == 10
+    assert len(limit_counters(app, storage_uri, *[email_digest(probe) for probe in probes])) == 10
     # What cannot be an email cannot be an account: no account key for it at all.
     other = client_from(app)
     not_emails = [f"not-an-email-{secrets.token_hex(3)}" for _ in range(5)]
     for not_email in not_emails:
         assert attempt(other, not_email, "guess").status_code == 200
-    assert limit_counters(storage_uri, other.environ_base["REMOTE_ADDR"]) != {}
-    assert limit_counters(storage_uri, *[email_digest(not_email) for not_email in not_emails]) == {}
+    assert limit_counters(app, storage_uri, other.environ_base["REMOTE_ADDR"]) != {}
+    assert limit_counters(app, storage_uri, *[email_digest(not_email) for not_email in not_emails]) == {}

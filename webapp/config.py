@@ -47,7 +47,7 @@ def parse_int(name: str, value: str, *, minimum: int = 0) -> int:
 
 
 def parse_limit(name: str, value: str) -> str:
-    """A Flask-Limiter rate string, checked now: a typo must stop the start, not switch
+    """A rate string (`limits`), checked now: a typo must stop the start, not switch
     the sign-in limits off at request time."""
     try:
         limits.parse_many(value)
@@ -267,10 +267,6 @@ def apply_derived_settings(config: dict) -> None:
         SQLALCHEMY_TRACK_MODIFICATIONS=False,
         # Forms here are tiny; anything bigger is an attack or a mistake.
         MAX_CONTENT_LENGTH=config.get("MAX_CONTENT_LENGTH") or 64 * 1024,
-        # No X-RateLimit-* headers: they would tell anybody an account's remaining budget.
-        RATELIMIT_HEADERS_ENABLED=False,
-        # Fixed windows: one atomic INCR per attempt, which auth/ratelimit.py can give back.
-        RATELIMIT_STRATEGY="fixed-window",
         # A Redis that stops answering must cost a sign-in a second, not a hung worker;
         # the sign-in limits then fail open (auth/ratelimit.py).
         RATELIMIT_STORAGE_OPTIONS=config.get("RATELIMIT_STORAGE_OPTIONS")

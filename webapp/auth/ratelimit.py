@@ -32,8 +32,9 @@ place in each failure budget atomically before its password is checked (one INCR
 `note_failed_sign_in()`. Checking first and counting after would let every request in
 flight at once pass the same check.
 
-The counters live in the storage `RATELIMIT_STORAGE_URI` names (Flask-Limiter builds it
-from the config; fixed windows): `memory://` by default, Redis when it names one. If the
+The counters live in the storage `RATELIMIT_STORAGE_URI` names (the `limits` library, the
+engine under Flask-Limiter, builds it; fixed windows): `memory://` by default, Redis
+when it names one. If the
 storage is down, sign-in keeps working without limits 1 and 2: an outage of the limiter
 must not lock everybody out. It is logged as one warning a minute.
 """
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import math
 import threading
 import time
@@ -53,17 +55,16 @@ from functools import wraps
 
 import limits
 from flask import Flask, current_app, request
-from flask_limiter.util import get_remote_address
 from limits import RateLimitItem
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
-from limits.strategies import RateLimiter
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter, RateLimiter
 from sqlalchemy import Select, select
 from werkzeug.exceptions import ServiceUnavailable, TooManyRequests
 
 from .. import accounts
 from ..database import unit_of_work
-from ..extensions import db, limiter
+from ..extensions import db
 from ..models import Session
 from ..security_events import record_sign_in_rate_limited
 from .device_cookie import device_nonce
@@ -71,6 +72,8 @@ from .hooks import current_device, current_time
 from .request_auth import current_auth
 
 OUTAGE_REPORT_INTERVAL = timedelta(minutes=1)
+# Where an operator looks for the limiter's health: Flask-Limiter's logger, as before.
+OUTAGE_LOGGER = logging.getLogger("flask-limiter")
 NEW_SESSION_WINDOW = timedelta(hours=1)
 # Seconds a password check waits for a free slot: about two bcrypt checks at cost 12.
 # Longer, and the threads of a busy worker would all be waiting here while pages queue.
@@ -108,7 +111,7 @@ class PasswordCheckSlots:
 class SignInLimits:
     """One app's sign-in limits, built from its config when the app is created."""
 
-    strategy: RateLimiter  # Flask-Limiter's fixed window, on this app's storage
+    strategy: RateLimiter  # a fixed window (`limits`), on this app's storage
     attempts_per_ip: tuple[RateLimitItem, ...]
     failures_per_account: tuple[RateLimitItem, ...]
     failures_per_ip: tuple[RateLimitItem, ...]
@@ -135,12 +138,16 @@ class SignInLimits:
 
 def init_app(app: Flask) -> None:
     """The limits' place in the request pipeline (see `auth.init_app`): after the view,
-    the places an attempt that did not fail took are given back."""
+    the places an attempt that did not fail took are given back. Nothing runs before a
+    request: only the views that check a password count anything (`sign_in_attempt`).
+
+    The counters are the `limits` library's (Flask-Limiter's own engine): a fixed-window
+    strategy on the storage RATELIMIT_STORAGE_URI names. Flask-Limiter itself is not
+    used: its hook would look for limits on every request of every page, and there are
+    none to find outside the sign-in views."""
     app.after_request(settle_sign_in_attempt)
-    limiter.init_app(app)
-    # This app's storage, kept here: the limiter is one object per process, and an app
-    # created later (a test's, a CLI's) would give it another.
-    app.extensions["sign_in_limits"] = SignInLimits.from_config(app.config, limiter.limiter)
+    storage = storage_from_string(app.config["RATELIMIT_STORAGE_URI"], **app.config["RATELIMIT_STORAGE_OPTIONS"])
+    app.extensions["sign_in_limits"] = SignInLimits.from_config(app.config, FixedWindowRateLimiter(storage))
 
 
 def _limits() -> SignInLimits:
@@ -149,7 +156,7 @@ def _limits() -> SignInLimits:
 
 # --- the attempt ----------------------------------------------------------------------------
 
-# (key, scope) of a counter, as Flask-Limiter orders them: the storage's key is made of
+# (key, scope) of a counter, as `limits` orders them: the storage's key is made of
 # both and the limit, e.g. "LIMITER/ip:192.0.2.1/sign-in-ip/50/15/minute".
 Counter = tuple[str, str]
 
@@ -273,7 +280,7 @@ def client_address() -> str:
     """The client's address as the limits count it. After ProxyFix, `remote_addr` is the
     client's (TRUSTED_PROXIES). An IPv6 client counts by its /64: one subscriber usually
     holds a whole /64, and each of its addresses apart would be a budget of its own."""
-    address = get_remote_address() or ""
+    address = request.remote_addr or ""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
@@ -377,7 +384,7 @@ def _report_storage_outage(error: BaseException) -> None:
     if quiet_until is not None and now < quiet_until:
         return
     current_app.extensions["ratelimit_outage_quiet_until"] = now + OUTAGE_REPORT_INTERVAL
-    limiter.logger.warning(
+    OUTAGE_LOGGER.warning(
         "rate limit storage unreachable, sign-in limits are off until it returns: %s: %s (next report in %ds)",
         type(error).__name__,
         error,
