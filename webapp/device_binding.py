@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import enum
-import hashlib
 import hmac
 import json
 import re
@@ -36,7 +35,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from .tokens import derive_key
+from .tokens import base36, derive_key, mac
 
 ALGORITHMS = ("ES256", "RS256")
 # A browser answers a challenge within milliseconds; a registration offer may wait for
@@ -112,26 +111,15 @@ def renewal_skipped(header: str, session_id: str) -> bool:
     return match is not None and match[2] == session_id
 
 
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    text = ""
-    while True:
-        number, digit = divmod(number, 36)
-        text = digits[digit] + text
-        if number == 0:
-            return text
-
-
 def _mac(key: bytes, purpose: ChallengePurpose, session_id: str, state: str, issued: str) -> str:
-    message = "\x00".join((purpose.value, session_id, state, issued)).encode()
-    return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
+    return mac(key, "\x00".join((purpose.value, session_id, state, issued)).encode())
 
 
 def make_challenge(
     purpose: ChallengePurpose, session_id: str, *, state: str, keys: ChallengeKeys, now: datetime
 ) -> str:
     """A challenge for one session in one state: `<issued, base 36>.<mac>`."""
-    issued = _base36(int(now.timestamp()))
+    issued = base36(int(now.timestamp()))
     return f"{issued}.{_mac(keys.keys[0], purpose, session_id, state, issued)}"
 
 

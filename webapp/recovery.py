@@ -14,9 +14,7 @@ Like the session engine, the functions here add and flush and never commit.
 
 from __future__ import annotations
 
-import base64
 import enum
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +28,7 @@ from .devices import Device
 from .models import User
 from .security_events import EventKind, devices_signed_out, record_event
 from .sessions import EndReason
-from .tokens import derive_key
+from .tokens import base36, derive_key, mac
 
 # A new-sign-in email may be read days later. Its link works once: using it replaces the
 # password (with an unusable one), which every link is made over.
@@ -74,24 +72,13 @@ class RecoveryPolicy:
 
 
 def _mac(key: bytes, user: User, issued: int) -> str:
-    message = b"\x00".join([str(user.id).encode(), str(issued).encode(), user.password_hash.encode()])
-    return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
-
-
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    text = ""
-    while True:
-        number, digit = divmod(number, 36)
-        text = digits[digit] + text
-        if number == 0:
-            return text
+    return mac(key, b"\x00".join([str(user.id).encode(), str(issued).encode(), user.password_hash.encode()]))
 
 
 def make_link_token(user: User, purpose: LinkPurpose, *, policy: RecoveryPolicy, now: datetime) -> str:
     """A token for one link of `user`: `<user id>.<issued, base 36>.<mac>`."""
     issued = int(now.timestamp())
-    return f"{user.id}.{_base36(issued)}.{_mac(policy.keys[purpose][0], user, issued)}"
+    return f"{user.id}.{base36(issued)}.{_mac(policy.keys[purpose][0], user, issued)}"
 
 
 def user_for_link(

@@ -44,6 +44,23 @@ def derive_key(secret: str, label: bytes) -> bytes:
     return hmac.new(secret.encode(), label, hashlib.sha256).digest()
 
 
+def mac(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of `message`, base64url without padding (43 characters): the MAC of
+    refresh tokens, recovery links and DBSC challenges."""
+    return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
+
+
+def base36(number: int) -> str:
+    """A non-negative integer in base 36 (0-9a-z): short timestamps in tokens."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, digit = divmod(number, 36)
+        text = digits[digit] + text
+        if number == 0:
+            return text
+
+
 def key_id(key: bytes) -> str:
     """A public fingerprint of a key, for the JWT `kid` header."""
     return hashlib.sha256(b"kid:" + key).hexdigest()[:16]
@@ -165,8 +182,7 @@ def _verified_claims(token: str, keys: KeyRing, issuer: str, audience: str) -> A
 
 
 def _refresh_mac(key: bytes, session_id: str, counter: int) -> str:
-    digest = hmac.new(key, f"{session_id}.{counter}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return mac(key, f"{session_id}.{counter}".encode())
 
 
 def mint_refresh_token(session_id: str, counter: int, *, keys: KeyRing) -> str:

@@ -17,8 +17,6 @@ our own sign-in forms.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 import secrets
@@ -28,7 +26,7 @@ from datetime import timedelta
 from flask import Response, after_this_request, current_app, request
 
 from ..accounts import normalize_email
-from ..tokens import derive_key
+from ..tokens import derive_key, mac
 
 MAX_AGE = timedelta(days=365)
 _KEY_LABEL = b"webapp/v1/device-cookie-mac"
@@ -46,8 +44,7 @@ def _keys() -> list[bytes]:
 
 
 def _mac(key: bytes, nonce: str, email: str) -> str:
-    message = nonce.encode() + b"\x00" + email.encode("utf-8", "surrogatepass")
-    return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()).rstrip(b"=").decode()
+    return mac(key, nonce.encode() + b"\x00" + email.encode("utf-8", "surrogatepass"))
 
 
 def mint_device_cookie(email: str, *, key: bytes) -> str:
@@ -62,8 +59,8 @@ def verified_nonce(value: str, email: str, *, keys: Sequence[bytes]) -> str | No
     match = _COOKIE.fullmatch(value)
     if match is None:
         return None
-    nonce, mac = match.groups()
-    if any(hmac.compare_digest(mac, _mac(key, nonce, email)) for key in keys):
+    nonce, presented = match.groups()
+    if any(hmac.compare_digest(presented, _mac(key, nonce, email)) for key in keys):
         return nonce
     return None
 

@@ -30,8 +30,9 @@ class LoginForm(PostedForm):
     remember = BooleanField("Keep me signed in on this device")
 
 
-class RegisterForm(PostedForm):
-    email = EmailField(
+def new_email_field() -> EmailField:
+    """An email a person types to be written to (an account's, a reset's): the pattern applies."""
+    return EmailField(
         "Email",
         filters=[strip],
         validators=[
@@ -40,13 +41,25 @@ class RegisterForm(PostedForm):
             Regexp(EMAIL_PATTERN, message="Enter a valid email address."),
         ],
     )
-    password = PasswordField(
-        "Password",
+
+
+def new_password_field(label: str) -> PasswordField:
+    """A password being chosen: the password rules apply."""
+    return PasswordField(
+        label,
         validators=[
             DataRequired(),
             Length(min=MIN_LENGTH, max=MAX_LENGTH, message=f"Use {MIN_LENGTH} to {MAX_LENGTH} characters."),
         ],
     )
-    confirm = PasswordField(
-        "Confirm password", validators=[DataRequired(), EqualTo("password", message="The passwords do not match.")]
-    )
+
+
+def confirm_field(label: str, of: str) -> PasswordField:
+    """The chosen password again; it must equal the field named `of`."""
+    return PasswordField(label, validators=[DataRequired(), EqualTo(of, message="The passwords do not match.")])
+
+
+class RegisterForm(PostedForm):
+    email = new_email_field()
+    password = new_password_field("Password")
+    confirm = confirm_field("Confirm password", of="password")

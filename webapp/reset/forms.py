@@ -1,23 +1,12 @@
 from __future__ import annotations
 
-from wtforms import EmailField, HiddenField, PasswordField
-from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+from wtforms import HiddenField
 
-from ..accounts import EMAIL_PATTERN, MAX_EMAIL_LENGTH
-from ..auth.forms import PostedForm, strip
-from ..passwords import MAX_LENGTH, MIN_LENGTH
+from ..auth.forms import PostedForm, confirm_field, new_email_field, new_password_field
 
 
 class ForgotPasswordForm(PostedForm):
-    email = EmailField(
-        "Email",
-        filters=[strip],
-        validators=[
-            DataRequired(),
-            Length(max=MAX_EMAIL_LENGTH),
-            Regexp(EMAIL_PATTERN, message="Enter a valid email address."),
-        ],
-    )
+    email = new_email_field()
 
 
 class LinkForm(PostedForm):
@@ -27,17 +16,8 @@ class LinkForm(PostedForm):
 
 
 class ResetPasswordForm(LinkForm):
-    new_password = PasswordField(
-        "New password",
-        validators=[
-            DataRequired(),
-            Length(min=MIN_LENGTH, max=MAX_LENGTH, message=f"Use {MIN_LENGTH} to {MAX_LENGTH} characters."),
-        ],
-    )
-    confirm = PasswordField(
-        "Confirm new password",
-        validators=[DataRequired(), EqualTo("new_password", message="The passwords do not match.")],
-    )
+    new_password = new_password_field("New password")
+    confirm = confirm_field("Confirm new password", of="new_password")
 
 
 class SecureAccountForm(LinkForm):

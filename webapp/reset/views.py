@@ -30,6 +30,11 @@ bp = Blueprint("reset", __name__, url_prefix="/auth")
 SET_PASSWORD = "set-password"
 CONFIRM = "confirm"
 _STASH = {LinkPurpose.RESET: "reset_link", LinkPurpose.SECURE: "secure_link"}
+# Each link's form page: its endpoint, and the address (in place of a token) it has there.
+_FORM_PAGE = {
+    LinkPurpose.RESET: ("reset.reset_password", SET_PASSWORD),
+    LinkPurpose.SECURE: ("reset.secure_account", CONFIRM),
+}
 
 
 @bp.after_request
@@ -38,21 +43,35 @@ def never_cached(response):
     return response
 
 
-def _stash_and_redirect(purpose: LinkPurpose, token: str, endpoint: str, placeholder: str):
+def _to_form_page(purpose: LinkPurpose, token: str):
+    """Hand `token` to the browser's session and send it to the link's form page."""
     flask_session[_STASH[purpose]] = token
+    endpoint, placeholder = _FORM_PAGE[purpose]
     response = redirect(url_for(endpoint, token=placeholder), code=303)
     # No Referer with the token in it, even to our own next page.
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 
-def _link_token(purpose: LinkPurpose, form) -> str | None:
-    """The token of the link being used: on the form's first showing, taken out of the
-    session (where the link's address put it); on a submission, from the form."""
+def _open_link(purpose: LinkPurpose, token: str):
+    """The link's own address: a live link goes on to its form page."""
+    try:
+        recovery.user_for_link(db.session, token, purpose, policy=_policy(), now=current_time())
+    except InvalidLink:
+        return link_not_working(purpose)
+    return _to_form_page(purpose, token)
+
+
+def _live_link(purpose: LinkPurpose, form):
+    """On the form page: the token of the link being used and its user. On the form's
+    first showing the token is taken out of the session (where the link's address put
+    it), on a submission read from the form. Raises `InvalidLink`."""
     if request.method == "GET":
         form.link.data = flask_session.pop(_STASH[purpose], None)
     token = form.link.data
-    return token if isinstance(token, str) and token else None
+    if not isinstance(token, str) or not token:
+        raise InvalidLink()
+    return token, recovery.user_for_link(db.session, token, purpose, policy=_policy(), now=current_time())
 
 
 def _policy() -> recovery.RecoveryPolicy:
@@ -127,17 +146,10 @@ def end_this_browsers_sign_in() -> None:
 @bp.route("/reset/<token>", methods=["GET", "POST"])
 def reset_password(token: str):
     if token != SET_PASSWORD:
-        try:
-            recovery.user_for_link(db.session, token, LinkPurpose.RESET, policy=_policy(), now=current_time())
-        except InvalidLink:
-            return link_not_working(LinkPurpose.RESET)
-        return _stash_and_redirect(LinkPurpose.RESET, token, "reset.reset_password", SET_PASSWORD)
+        return _open_link(LinkPurpose.RESET, token)
     form = ResetPasswordForm()
-    token = _link_token(LinkPurpose.RESET, form)
-    if token is None:
-        return link_not_working(LinkPurpose.RESET)
     try:
-        user = recovery.user_for_link(db.session, token, LinkPurpose.RESET, policy=_policy(), now=current_time())
+        token, user = _live_link(LinkPurpose.RESET, form)
     except InvalidLink:
         return link_not_working(LinkPurpose.RESET)
     if form.validate_on_submit():
@@ -171,17 +183,10 @@ def reset_password(token: str):
 @bp.route("/secure/<token>", methods=["GET", "POST"])
 def secure_account(token: str):
     if token != CONFIRM:
-        try:
-            recovery.user_for_link(db.session, token, LinkPurpose.SECURE, policy=_policy(), now=current_time())
-        except InvalidLink:
-            return link_not_working(LinkPurpose.SECURE)
-        return _stash_and_redirect(LinkPurpose.SECURE, token, "reset.secure_account", CONFIRM)
+        return _open_link(LinkPurpose.SECURE, token)
     form = SecureAccountForm()
-    token = _link_token(LinkPurpose.SECURE, form)
-    if token is None:
-        return link_not_working(LinkPurpose.SECURE)
     try:
-        user = recovery.user_for_link(db.session, token, LinkPurpose.SECURE, policy=_policy(), now=current_time())
+        token, user = _live_link(LinkPurpose.SECURE, form)
     except InvalidLink:
         return link_not_working(LinkPurpose.SECURE)
     if form.validate_on_submit():
@@ -199,5 +204,5 @@ def secure_account(token: str):
         else:
             signed_out = "No device was signed in"
         flash(f"{signed_out} and your old password no longer works. Choose a new one now.", "success")
-        return _stash_and_redirect(LinkPurpose.RESET, secured.reset_token, "reset.reset_password", SET_PASSWORD)
+        return _to_form_page(LinkPurpose.RESET, secured.reset_token)
     return render_template("auth/secure.html", form=form, email=user.email)
