@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from bs4 import BeautifulSoup
+from flask import template_rendered
 from sqlalchemy import select
 
 from webapp import mail
@@ -270,6 +271,21 @@ def test_an_unknown_address_gets_the_same_answer_and_no_email(app, alice, mailbo
 
     sent(app)
     assert [message["To"] for message in mailbox.messages] == [EMAIL]
+
+
+def test_an_unknown_address_costs_the_same_rendering_sent_nowhere(app, alice, mailbox):
+    # The outbox shares the process's CPU with the next requests: an address with no
+    # account still has its email rendered (a decoy), so their timing tells nothing.
+    rendered = []
+
+    def record(sender, template, context, **extra):
+        rendered.append(template.name)
+
+    with template_rendered.connected_to(record, app):
+        assert ask_for_reset(app.test_client(), "nobody@example.com").status_code == 200
+        sent(app)
+    assert {"email/password_reset.txt", "email/password_reset.html"} <= set(rendered)
+    assert mailbox.messages == []
 
 
 def test_a_disabled_account_gets_no_email(app, alice, mailbox, runner):
