@@ -11,7 +11,7 @@ TLS_CERT_FILE ?=
 TLS_KEY_FILE ?=
 TLS_ARGS := $(if $(and $(TLS_CERT_FILE),$(TLS_KEY_FILE)),--certfile $(TLS_CERT_FILE) --keyfile $(TLS_KEY_FILE))
 
-.PHONY: install install-test run test test-fast test-browser lint bench clean
+.PHONY: install install-test install-bench run test test-fast test-browser lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,15 @@ $(VENV)/.installed-test: requirements.txt requirements-test.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $(VENV)/.installed $@
 
+$(VENV)/.installed-bench: requirements.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $(VENV)/.installed $@
+
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
+
+install-bench: $(VENV)/.installed-bench
 
 # gunicorn also reads ./gunicorn.conf.py: threaded workers, so a client that stalls
 # mid-request holds one thread, not a whole worker (tests/test_serving.py starts this line).
@@ -53,10 +59,16 @@ lint: install-test
 test-browser: install-test
 	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
-# The cost of revocation and rotation, measured (the bench/ package; about 5 minutes; needs wrk,
-# installed from Debian's packages when run as root). Never part of `make test`.
-bench: install
+# The cost of revocation and rotation, and our pages against the peers (bench/peer_*.py), measured
+# (the bench/ package; needs wrk, installed from Debian's packages when run as root). Never part of
+# `make test`.
+bench: install-bench
 	$(BIN)/python -m bench
+
+# Minutes of browser-like load on the production shape, with faults (the soak/ package: private
+# PostgreSQL and Redis, gunicorn -w 4, Locust). Never part of `make test`.
+soak: install-bench
+	$(BIN)/python -m soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
