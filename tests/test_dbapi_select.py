@@ -17,7 +17,8 @@ from webapp.database import unit_of_work
 from webapp.dbapi_select import DBAPISelect
 from webapp.devices import Device
 from webapp.extensions import db
-from webapp.models import Session
+from webapp.models import SecurityEvent, Session
+from webapp.security_events import EventKind, list_security_events, record_event
 from webapp.session_queries import ACTIVE_SESSION
 from webapp.sessions import SessionInactive
 
@@ -176,3 +177,28 @@ def test_a_query_interrupted_midway_never_goes_back_to_the_pool(tmp_path):
         assert len(opened) == 2, "the interrupted connection was handed out again"
     finally:
         engine.dispose()
+
+
+def test_a_page_list_reads_the_latest_events_in_order_as_the_orm_does(ctx, issued, clock):
+    """The account page's list of security events (a LIMIT, and the OFFSET 0 SQLite's
+    compiler adds beside it) gives what the ORM gives, newest first, on both databases."""
+    with unit_of_work(db.session):
+        for minutes, kind in enumerate([EventKind.SIGNED_OUT, EventKind.PASSWORD_CHANGED, EventKind.SESSION_REVOKED]):
+            record_event(db.session, user_id=issued.user_id, kind=kind, now=clock() + timedelta(minutes=minutes + 1))
+    by_orm = list(
+        db.session.scalars(
+            select(SecurityEvent)
+            .where(SecurityEvent.user_id == issued.user_id)
+            .order_by(SecurityEvent.created_at.desc(), SecurityEvent.id.desc())
+            .limit(3)
+        )
+    )
+    with db.engine.connect() as connection:
+        latest = list_security_events(connection, user_id=issued.user_id, limit=3)
+    assert [(row.id, row.kind, row.created_at) for row in latest] == [
+        (event.id, event.kind, event.created_at) for event in by_orm
+    ]
+    assert [row.kind for row in latest] == ["session_revoked", "password_changed", "signed_out"]
+    assert latest[0].created_at == clock() + timedelta(minutes=3)
+    # The start of the list, not all of it: the sign-in's own event is the fourth.
+    assert len(list_security_events(db.session, user_id=issued.user_id, limit=20)) == 4

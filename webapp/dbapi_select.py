@@ -7,7 +7,8 @@ SQLAlchemy Core (`Connection.execute`, then `Result`) it costs about 115 µs, ag
 about 20 µs straight on a pooled DB-API connection: the difference is the Python around
 the query (a Connection object, an execution context, result metadata). On a page that
 costs under a millisecond, that alone broke the budget of 10% for everything the auth
-hook does (bench/results.md). The rotation's read of its session row goes the same way.
+hook does (bench/results.md). The rotation's read of its session row goes the same way,
+and so do the account page's reads (its session's times, the latest security events).
 
 `DBAPISelect` keeps SQLAlchemy for what it is good at: the statement is written and
 compiled by SQLAlchemy, once per dialect; values pass through each column type's own
@@ -34,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 
 class DBAPISelect:
     """`statement`, compiled by SQLAlchemy on first use for each dialect and run on the
-    DB-API connection itself, returning at most one row."""
+    DB-API connection itself, returning one row or a short list."""
 
     def __init__(self, statement: Select):
         self.statement = statement
@@ -48,9 +49,22 @@ class DBAPISelect:
         transaction. Raises SQLAlchemy's `DBAPIError` subclasses, as `Connection.execute`
         does; more than one row is a bug in the statement and raises `LookupError`.
         """
+        rows = self._fetch(source, params, at_most=2)
+        if len(rows) > 1:
+            raise LookupError("DBAPISelect.one_or_none found more than one row")
+        return rows[0] if rows else None
+
+    def all(self, source: Engine | Connection, params: dict[str, Any]) -> list:
+        """Every row `statement` selects with `params`, as named tuples: for a statement
+        with a LIMIT, as a page's short list is. Runs and raises as `one_or_none`."""
+        return self._fetch(source, params, at_most=None)
+
+    def _fetch(self, source: Engine | Connection, params: dict[str, Any], *, at_most: int | None) -> list:
         dialect = source.dialect
-        sql, bind_names, bind_processors, result_processors = self._compiled(dialect)
+        sql, bind_names, bind_processors, result_processors, fixed_values = self._compiled(dialect)
         values = {name: _apply(bind_processors[name], value) for name, value in params.items()}
+        if fixed_values:
+            values = {**fixed_values, **values}
         arguments = tuple(values[name] for name in bind_names) if bind_names is not None else values
         checked_out = isinstance(source, Engine)
         connection = cursor = None
@@ -58,7 +72,7 @@ class DBAPISelect:
             connection = source.raw_connection() if checked_out else source.connection
             cursor = connection.cursor()
             cursor.execute(sql, arguments)
-            rows = cursor.fetchmany(2)
+            rows = cursor.fetchall() if at_most is None else cursor.fetchmany(at_most)
             cursor.close()
         except dialect.loaded_dbapi.Error as error:
             lost = connection is not None and dialect.is_disconnect(error, connection.dbapi_connection, cursor)
@@ -84,11 +98,8 @@ class DBAPISelect:
         finally:
             if checked_out and connection is not None:
                 connection.close()  # back to the pool, which rolls back
-        if not rows:
-            return None
-        if len(rows) > 1:
-            raise LookupError("DBAPISelect.one_or_none found more than one row")
-        return self.Row._make(map(_apply, result_processors, rows[0]))
+        make = self.Row._make
+        return [make(map(_apply, result_processors, row)) for row in rows]
 
     # Bounded: a process has one engine, a test run a few dialects and many engines.
     @lru_cache(maxsize=8)  # noqa: B019 (instances are module-level constants)
@@ -104,7 +115,14 @@ class DBAPISelect:
         # Positional paramstyles (SQLite's qmark) take a tuple in `positiontup` order;
         # named ones (psycopg's pyformat) take the dict as it is.
         bind_names = tuple(compiled.positiontup) if compiled.positional else None
-        return compiled.string, bind_names, bind_processors, result_processors
+        # Values the statement carries itself, such as the OFFSET 0 that SQLite's
+        # compiler adds beside a LIMIT.
+        fixed_values = {
+            name: _apply(bind_processors[name], bind.value)
+            for name, bind in compiled.binds.items()
+            if bind.value is not None and not bind.required
+        }
+        return compiled.string, bind_names, bind_processors, result_processors, fixed_values
 
 
 def _apply(processor, value):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session as DbSession
 
+from .dbapi_select import DBAPISelect
 from .devices import Device
 from .models import SecurityEvent
 
@@ -151,16 +152,22 @@ def devices_signed_out(count: int, *, other: bool = True) -> str:
     return f"{count} {'other ' if other else ''}{noun} signed out"
 
 
-def list_security_events(db_session: DbSession, *, user_id: int, limit: int = 20) -> list[SecurityEvent]:
-    """The user's most recent security events, newest first. Reads only."""
-    return list(
-        db_session.execute(
-            select(SecurityEvent)
-            .where(SecurityEvent.user_id == user_id)
-            .order_by(SecurityEvent.created_at.desc(), SecurityEvent.id.desc())
-            .limit(limit)
-        ).scalars()
-    )
+# The account page's list, on every visit to it: built once, run on the DB-API connection.
+_events_table = SecurityEvent.__table__
+_latest_events = DBAPISelect(
+    select(_events_table)
+    .where(_events_table.c.user_id == bindparam("user_id"))
+    .order_by(_events_table.c.created_at.desc(), _events_table.c.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+def list_security_events(source: DbSession | Connection, *, user_id: int, limit: int = 20) -> list:
+    """The user's most recent security events, newest first, as rows with the attributes
+    of `SecurityEvent`, read on an ORM session or a connection. Reads only."""
+    if not isinstance(source, Connection):
+        source = source.connection()  # an ORM session, or Flask-SQLAlchemy's scoped one
+    return _latest_events.all(source, {"user_id": user_id, "limit": limit})
 
 
 def record_sign_in_rate_limited(

@@ -66,6 +66,22 @@ ACTIVE_SESSION = (
     )
 )
 
+# When an active session started and ends, for the pages that show it.
+SESSION_TIMES = select(
+    sessions_table.c.created_at,
+    sessions_table.c.last_active_at,
+    sessions_table.c.rotated_at,
+    sessions_table.c.idle_expires_at,
+    sessions_table.c.expires_at,
+    sessions_table.c.persistent,
+).where(
+    sessions_table.c.public_id == bindparam("public_id"),
+    sessions_table.c.user_id == bindparam("user_id"),
+    sessions_table.c.revoked_at.is_(None),
+    sessions_table.c.expires_at > bindparam("now"),
+    sessions_table.c.idle_expires_at > bindparam("now"),
+)
+
 # A device-bound session's key and rotation state, for a DBSC refresh (two requests per
 # renewal: the challenge, then the signed answer).
 BOUND_SESSION = (
@@ -133,6 +149,7 @@ MARK_DELIVERED = (
 _session_with_user = DBAPISelect(SESSION_WITH_USER)
 _active_session = DBAPISelect(ACTIVE_SESSION)
 _bound_session = DBAPISelect(BOUND_SESSION)
+_session_times = DBAPISelect(SESSION_TIMES)
 
 
 def find_active_session(source: DbSession | Connection | Engine, *, session_id: str, user_id: int, now: datetime):
@@ -144,6 +161,14 @@ def find_active_session(source: DbSession | Connection | Engine, *, session_id: 
     if not isinstance(source, (Engine, Connection)):
         source = source.connection()  # an ORM session, or Flask-SQLAlchemy's scoped one
     return _active_session.one_or_none(source, {"public_id": session_id, "user_id": user_id, "now": now})
+
+
+def find_session_times(source: DbSession | Connection, *, session_id: str, user_id: int, now: datetime):
+    """The row of `SESSION_TIMES` for the active session `session_id` of `user_id`, or
+    None, read on `source`'s connection, in its transaction. Reads only."""
+    if not isinstance(source, Connection):
+        source = source.connection()  # an ORM session, or Flask-SQLAlchemy's scoped one
+    return _session_times.one_or_none(source, {"public_id": session_id, "user_id": user_id, "now": now})
 
 
 def find_bound_session(db_session: DbSession, *, session_id: str, now: datetime):

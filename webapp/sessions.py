@@ -797,21 +797,11 @@ def list_active_sessions(db_session: DbSession, *, user_id: int, now: datetime) 
     )
 
 
-def session_times(db_session: DbSession, session_id: str, *, user_id: int, now: datetime) -> SessionTimes:
+def session_times(source: DbSession | Connection, session_id: str, *, user_id: int, now: datetime) -> SessionTimes:
     """The times of `user_id`'s active session `session_id`, for a page to show when it
-    ends. Raises `SessionInactive` when no active session of that user has this id.
-    Reads only."""
-    session = db_session.execute(
-        select(Session).where(Session.public_id == session_id, Session.user_id == user_id, _active(now))
-    ).scalar_one_or_none()
-    if session is None:
+    ends, read on an ORM session or a connection. Raises `SessionInactive` when no active
+    session of that user has this id. Reads only."""
+    row = session_queries.find_session_times(source, session_id=session_id, user_id=user_id, now=now)
+    if row is None:
         raise SessionInactive(session_id)
-    return SessionTimes(
-        session_id=session.public_id,
-        created_at=session.created_at,
-        last_active_at=session.last_active_at,
-        rotated_at=session.rotated_at,
-        idle_expires_at=session.idle_expires_at,
-        expires_at=session.expires_at,
-        persistent=session.persistent,
-    )
+    return SessionTimes(session_id=session_id, **row._asdict())
