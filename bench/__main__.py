@@ -13,6 +13,7 @@ from pathlib import Path
 from webapp import passwords
 
 from . import log
+from .account_page import stored_activity
 from .dbsc import DbscResult, measure_dbsc
 from .measurements import (
     BenchResults,
@@ -25,7 +26,15 @@ from .measurements import (
     measure_scale,
     measure_sign_in,
 )
-from .population import PASSWORD, SessionPool, create_sessions, create_users, insert_expired_sessions
+from .peers import PeersResult, measure_peers
+from .population import (
+    PASSWORD,
+    SessionPool,
+    create_security_events,
+    create_sessions,
+    create_users,
+    insert_expired_sessions,
+)
 from .report import RESULTS, render_report, write_results
 from .server import ROOT, AppUnderTest, first_page_cookie, migrate, serve
 from .settings import Settings
@@ -36,16 +45,20 @@ LATEST_JSON = ROOT / "bench" / "out" / "latest.json"
 FILLER_USERS = 1000
 
 
+# Our user in the comparison with the peers (6).
+PEERS_EMAIL = "peers@example.com"
+
+
 def measure_main_database(
     settings: Settings, workdir: Path, password_hash: str
-) -> tuple[PagesResult | None, SignInResult | None, DbscResult | None]:
-    """1, 2, 4 and 5: pages, rotation, sign-in and device-bound refresh, on one server with
-    the configured workers."""
+) -> tuple[PagesResult | None, SignInResult | None, DbscResult | None, PeersResult | None]:
+    """1, 2, 4, 5 and 6: pages, rotation, sign-in, device-bound refresh and the peers, on
+    one server with the configured workers."""
     app = AppUnderTest.create(workdir / "main.sqlite3", bcrypt_rounds=settings.bcrypt_rounds)
     now = datetime.now(timezone.utc)
-    pages_user, rotating_user, plain_user, bound_user = create_users(
+    pages_user, rotating_user, plain_user, bound_user, peers_user = create_users(
         app.database,
-        ["pages@example.com", "rotating@example.com", "plain@example.com", "bound@example.com"],
+        ["pages@example.com", "rotating@example.com", "plain@example.com", "bound@example.com", PEERS_EMAIL],
         password_hash,
         now=now,
     )
@@ -56,10 +69,15 @@ def measure_main_database(
     plain = create_sessions(app, plain_user, 2000, now=now)
     # One signed line per session per run (bench/dbsc.py): enough for a run's requests.
     bound = create_sessions(app, bound_user, 6000, now=now)
+    # The peers' user: twenty browsers too, and an account with history, so that its
+    # /account lists five events as every peer's does (the pages user has none, and its
+    # rows above stay as they were).
+    peers_pool = create_sessions(app, peers_user, 20, now=now)
+    create_security_events(app.database, peers_user, stored_activity(now))
     sign_in_users = [f"sign-in-{n}@example.com" for n in range(20)]
     create_users(app.database, sign_in_users, password_hash, now=now)
-    pages = sign_in = dbsc = None
-    with serve(app, settings.workers) as server:
+    pages = sign_in = dbsc = peers = None
+    with serve(app.environ(), settings.workers) as server:
         cookie = first_page_cookie(server, app)
         if settings.runs("pages"):
             log("1, 2: pages and rotation")
@@ -72,7 +90,12 @@ def measure_main_database(
         if settings.runs("dbsc"):
             log("5: device-bound refresh against a plain rotation")
             dbsc = measure_dbsc(server, app, cookie, plain=plain, bound=bound, settings=settings, workdir=workdir)
-    return pages, sign_in, dbsc
+        if settings.runs("peers"):
+            log("6: signed-in /account against the peers")
+            peers = measure_peers(
+                server, cookie, signed=peers_pool, email=PEERS_EMAIL, settings=settings, workdir=workdir
+            )
+    return pages, sign_in, dbsc, peers
 
 
 def measure_scale_databases(settings: Settings, workdir: Path, password_hash: str) -> tuple[ScaleResult, PruneResult]:
@@ -110,12 +133,12 @@ def run(settings: Settings, workdir: Path) -> BenchResults:
         shutil.copy(template, workdir / f"{name}.sqlite3")
     log(f"hashing one password at cost {settings.bcrypt_rounds} ...")
     password_hash = passwords.hash_password(PASSWORD, rounds=settings.bcrypt_rounds)
-    pages = sign_in = scale = prune = dbsc = None
-    if settings.runs("pages") or settings.runs("sign_in") or settings.runs("dbsc"):
-        pages, sign_in, dbsc = measure_main_database(settings, workdir, password_hash)
+    pages = sign_in = scale = prune = dbsc = peers = None
+    if any(settings.runs(part) for part in ("pages", "sign_in", "dbsc", "peers")):
+        pages, sign_in, dbsc, peers = measure_main_database(settings, workdir, password_hash)
     if settings.runs("scale"):
         scale, prune = measure_scale_databases(settings, workdir, password_hash)
-    return BenchResults(started_at, pages, sign_in, scale, prune, dbsc)
+    return BenchResults(started_at, pages, sign_in, scale, prune, dbsc, peers)
 
 
 def main() -> None:

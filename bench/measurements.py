@@ -373,7 +373,7 @@ def measure_scale(
     with ExitStack() as stack:
 
         def start(name: str, pool: SessionPool) -> _ScaleSide:
-            server = stack.enter_context(serve(pool.app, 1))
+            server = stack.enter_context(serve(pool.app.environ(), 1))
             cookie = first_page_cookie(server, pool.app)
             line = rotation_lines(pool, cookie, with_expired_access=False, seconds=0)[0]
             reply = server.request("POST", "/auth/refresh", headers={"Cookie": line, "X-CSRFToken": cookie.csrf_token})
@@ -465,7 +465,7 @@ def _signing_in(server: Server, cookie: FlaskSessionCookie, users: Sequence[str]
 
 def measure_prune(app: AppUnderTest, *, users: Sequence[str], settings: Settings) -> PruneResult:
     """`flask prune` on the large database while one client signs in again and again."""
-    with serve(app, 1) as server:
+    with serve(app.environ(), 1) as server:
         cookie = first_page_cookie(server, app)
         # A baseline of sign-ins with the table idle, then the same during prune.
         with _signing_in(server, cookie, users) as baseline:
@@ -501,3 +501,4 @@ class BenchResults:
     scale: ScaleResult | None
     prune: PruneResult | None
     dbsc: object | None = None  # bench.dbsc.DbscResult
+    peers: object | None = None  # bench.peers.PeersResult

@@ -19,9 +19,10 @@ from sqlalchemy import Connection, Insert, create_engine, func, insert, inspect,
 from sqlalchemy.pool import NullPool
 
 from webapp import tokens
-from webapp.models import Session, User
+from webapp.models import SecurityEvent, Session, User
 from webapp.sessions import Device, build_session
 
+from .account_page import StoredEvent
 from .server import AppUnderTest, FlaskSessionCookie
 from .wrk import request_line
 
@@ -73,6 +74,27 @@ def create_users(database: Path, emails: Sequence[str], password_hash: str, *, n
         user_ids = _insert_users(connection, emails, password_hash, now=now)
         connection.commit()
     return user_ids
+
+
+def create_security_events(database: Path, user_id: int, events: Sequence[StoredEvent]) -> None:
+    """Record `events` as security events of `user_id`, as the engine's `record_event` would."""
+    with connect(database) as connection:
+        connection.execute(
+            insert(SecurityEvent),
+            [
+                {
+                    "user_id": user_id,
+                    "kind": event.kind,
+                    "created_at": event.created_at,
+                    "session_public_id": event.session_public_id,
+                    "ip_address": event.ip_address,
+                    "user_agent": event.user_agent,
+                    "client_name": event.client_name,
+                }
+                for event in events
+            ],
+        )
+        connection.commit()
 
 
 @dataclass(frozen=True)

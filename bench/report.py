@@ -9,6 +9,7 @@ import statistics
 from dataclasses import dataclass
 
 from .measurements import BenchResults, RatioSummary
+from .peers import LABELS, PeersResult, Side
 from .server import ROOT
 from .settings import Settings
 
@@ -26,9 +27,14 @@ class Target:
     comparison: str
     bound: float
 
+    @property
+    def verdict_text(self) -> str:
+        """The target alone, for a row that has no value to judge."""
+        return f"{self.comparison} {self.bound:.2f}"
+
     def verdict(self, value: float) -> str:
         met = value >= self.bound if self.comparison == ">=" else value <= self.bound
-        return f"{self.comparison} {self.bound:.2f}: {'met' if met else 'MISSED'}"
+        return f"{self.verdict_text}: {'met' if met else 'MISSED'}"
 
 
 SIGNED_IN_TARGET = Target(">=", 0.90)
@@ -36,18 +42,62 @@ ROTATION_TARGET = Target("<=", 1.5)
 SCALE_TARGET = Target("<=", 1.15)
 SIGN_IN_TARGET = Target("<=", 1.10)
 DBSC_TARGET = Target("<=", 2.0)
+# Our signed-in /account against the same page elsewhere (bench/peers.py): at least this
+# share of a page without authentication, and this many times the peers' throughput.
+PEER_TARGETS = {
+    Side.FLOOR: Target(">=", 0.80),
+    Side.JWT_EXTENDED: Target(">=", 1.5),
+    Side.LOGIN_SQLALCHEMY: Target(">=", 3.0),
+    Side.LOGIN_REDIS: Target(">=", 3.0),
+}
 
 
 def _summary(ratio: RatioSummary) -> str:
     return f"**{ratio.median:.2f}** ({ratio.low:.2f} to {ratio.high:.2f})"
 
 
+def _peer_rows(peers: PeersResult) -> list[str]:
+    """One row per peer: ours over it, with its target; a peer not measured says why."""
+    ours_rps = statistics.median(peers.ours_rps)
+    rows = []
+    for side, target in PEER_TARGETS.items():
+        label = LABELS[side]
+        comparison = peers.comparison(side)
+        if comparison is None:
+            reason = next((why.removeprefix(f"{label}: ") for why in peers.skipped if why.startswith(label)), "")
+            rows.append(
+                f"| signed-in `/account` rps, ours over {label} | not measured: {reason or 'no reason recorded'} "
+                f"| {target.verdict_text} | | |"
+            )
+            continue
+        rows.append(
+            f"| signed-in `/account` rps, ours over {label} | {_summary(comparison.over_peer)} "
+            f"| {target.verdict(comparison.over_peer.median)} | {_summary(comparison.cpu_over_peer)} "
+            f"| {ours_rps:.0f} rps / {statistics.median(comparison.peer_rps):.0f} rps |"
+        )
+    return rows
+
+
+def _peer_sizes(peers: PeersResult) -> str:
+    sizes = ", ".join(f"{comparison.label} {comparison.peer_page_bytes:,}" for comparison in peers.comparisons)
+    cookies = [comparison.label for comparison in peers.comparisons if comparison.sets_cookie_each_request]
+    return (
+        f"Peers (bench/peer_*.py; the same template, five activity rows, served alike): /account is "
+        f"{peers.ours_page_bytes:,} bytes for ours, {sizes}. In the steady state only "
+        f"{' and '.join(cookies) or 'no peer'} set a cookie (Flask-Session's, on every request by design); "
+        "worker CPU leaves out Redis's own."
+    )
+
+
 def render_report(results: BenchResults, settings: Settings) -> str:
     """The table, the prune paragraph and the run's particulars, in markdown. Raises
     ValueError for a partial run (BENCH_ONLY), which has no table."""
     pages, sign_in, scale, prune, dbsc = results.pages, results.sign_in, results.scale, results.prune, results.dbsc
-    if pages is None or sign_in is None or scale is None or prune is None or dbsc is None:
+    peers = results.peers
+    if pages is None or sign_in is None or scale is None or prune is None or dbsc is None or peers is None:
         raise ValueError("only a full run has a table")
+    if not isinstance(peers, PeersResult):
+        raise TypeError(f"results.peers is a {type(peers).__name__}")
     anonymous_rps = statistics.median(pages.rps.anonymous)
     signed_in_rps = statistics.median(pages.rps.signed_in)
     sizes = pages.sizes
@@ -76,6 +126,7 @@ def render_report(results: BenchResults, settings: Settings) -> str:
         f"| {_summary(dbsc.cpu_refresh_over_rotation)} "
         f"| {statistics.median(dbsc.challenge_rps):.0f} rps challenges, {statistics.median(dbsc.signed_rps):.0f} rps "
         f"signed refreshes / {statistics.median(dbsc.plain_rps):.0f} rps plain |",
+        *_peer_rows(peers),
         "",
         f"`flask prune` deleted {prune.deleted:,} expired sessions (of {prune.expired_before:,} left after the "
         f"workers' own opportunistic batches) in **{prune.seconds:.1f} s** "
@@ -94,6 +145,7 @@ def render_report(results: BenchResults, settings: Settings) -> str:
         f"Page sizes: / (signed out) {sizes.signed_out_root:,} bytes, /account (signed in) "
         f"{sizes.signed_in_account:,} bytes, /account (rotating) {sizes.rotating_account:,} bytes, "
         f"/ (signed in) {sizes.signed_in_root:,} bytes.",
+        _peer_sizes(peers),
     ]
     return "\n".join(lines) + "\n"
 

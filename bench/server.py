@@ -26,6 +26,16 @@ BIN = Path(sys.executable).parent
 _NOT_INHERITED = ("DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "APP_ENV")
 
 
+def inherited_environ() -> dict[str, str]:
+    """This process's environment minus what the bench decides for every server it starts
+    (ours and the peers alike)."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BENCH_", "FLASK_")) and key not in _NOT_INHERITED
+    }
+
+
 def bench_session_policy(secret: str) -> SessionPolicy:
     """The policy of a production deployment with the documented defaults. The bench hands
     every value to the server through its own setting (`AppUnderTest.environ`), so the
@@ -60,14 +70,9 @@ class AppUnderTest:
     def environ(self) -> dict[str, str]:
         """The environment gunicorn and `flask` run with: this process's, minus what the
         bench decides, plus the production settings and the policy's values."""
-        inherited = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("BENCH_", "FLASK_")) and key not in _NOT_INHERITED
-        }
         policy = self.policy
         return {
-            **inherited,
+            **inherited_environ(),
             "APP_ENV": "production",
             "SECRET_KEY": self.secret,
             "DATABASE_URL": f"sqlite:///{self.database}",
@@ -175,16 +180,28 @@ class Server:
         return total / os.sysconf("SC_CLK_TCK")
 
 
+# What gunicorn serves unless told otherwise: our app, as `make run` serves it.
+OUR_WSGI_TARGET = "wsgi:app"
+
+
 @contextmanager
-def serve(app: AppUnderTest, workers: int) -> Iterator[Server]:
-    """gunicorn serving `app` with `workers` workers on a free port (threaded, as
-    gunicorn.conf.py in the project root says, like `make run`), once it answers
-    /healthz; stopped on the way out. Raises SystemExit if it does not start in 30 s."""
+def serve(
+    environ: Mapping[str, str],
+    workers: int,
+    *,
+    target: str = OUR_WSGI_TARGET,
+    ready_path: str = "/healthz",
+) -> Iterator[Server]:
+    """gunicorn serving the WSGI `target` (ours by default; a peer's `module:create_app()`)
+    with `environ` and `workers` workers on a free port, once `ready_path` answers 200;
+    stopped on the way out. Every app gets the same command from the project root, so
+    gunicorn.conf.py's threaded workers serve ours and the peers alike, as `make run` does.
+    Raises SystemExit if it does not start in 30 s."""
     port = free_port()
     process = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "wsgi:app"],
+        [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers), target],
         cwd=ROOT,
-        env=app.environ(),
+        env=dict(environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -194,12 +211,13 @@ def serve(app: AppUnderTest, workers: int) -> Iterator[Server]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if server.request("GET", "/healthz").status == 200:
+                if server.request("GET", ready_path).status == 200:
                     break
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"gunicorn did not start:\n{process.stderr.read() if process.stderr else ''}")
+                output = process.stderr.read() if process.stderr else ""
+                raise SystemExit(f"gunicorn ({target}) did not start:\n{output}")
             time.sleep(0.1)
         yield server
     finally:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-# The parts BENCH_ONLY may name: the pages (1, 2), sign-in (4), and scale with prune (3).
-PARTS = ("pages", "sign_in", "scale", "dbsc")
+# The parts BENCH_ONLY may name: the pages (1, 2), sign-in (4), scale with prune (3),
+# device-bound refresh (5) and our /account against the peers (6).
+PARTS = ("pages", "sign_in", "scale", "dbsc", "peers")
 _OFF = ("0", "false", "off", "no")
 
 
