@@ -10,6 +10,8 @@ PYTEST_ARGS ?=
 TLS_CERT_FILE ?=
 TLS_KEY_FILE ?=
 TLS_ARGS := $(if $(and $(TLS_CERT_FILE),$(TLS_KEY_FILE)),--certfile $(TLS_CERT_FILE) --keyfile $(TLS_KEY_FILE))
+# With LOG_FORMAT=json the app writes a JSON line per request itself: no second, plain one.
+ACCESS_LOG := $(if $(filter json,$(LOG_FORMAT)),,--access-logfile -)
 
 .PHONY: install install-test install-bench run test test-fast test-browser lint bench soak clean
 
@@ -38,7 +40,7 @@ install-bench: $(VENV)/.installed-bench
 # mid-request holds one thread, not a whole worker (tests/test_serving.py starts this line).
 run: install
 	$(BIN)/flask db upgrade
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --access-logfile - $(TLS_ARGS) wsgi:app
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) $(ACCESS_LOG) $(TLS_ARGS) wsgi:app
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 test: install-test

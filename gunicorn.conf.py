@@ -3,9 +3,22 @@ starts in the project root, as `make run` and the README's commands do; options 
 command line (`--workers`, `--bind`) win over these.
 """
 
-from gunicorn.glogging import Logger
+import os
+import shutil
+import tempfile
 
-from webapp.redaction import redact_link_tokens
+# Before anything imports prometheus_client (webapp does): with METRICS_TOKEN set, every
+# worker counts into files here, and a scrape answered by any worker adds them all up
+# (webapp/metrics.py). A directory of this server's own, emptied when it stops: counts of
+# a previous run must not be read as this one's.
+_metrics_directory = None
+if (os.environ.get("METRICS_TOKEN") or "").strip() and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_directory = tempfile.mkdtemp(prefix="webapp-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory
+
+from gunicorn.glogging import Logger  # noqa: E402
+
+from webapp.redaction import redact_link_tokens  # noqa: E402
 
 # Threads, not gunicorn's default sync workers. A sync worker serves one connection from
 # its first byte to its last: a client that sends half a request and stalls holds the
@@ -61,3 +74,16 @@ def on_starting(server):
             server.cfg.workers,
         )
         sys.exit(1)
+
+
+def child_exit(server, worker):
+    """A worker that stopped (or was killed) leaves its counts; its live-only figures go."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _metrics_directory is not None:
+        shutil.rmtree(_metrics_directory, ignore_errors=True)

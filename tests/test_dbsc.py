@@ -324,6 +324,12 @@ def test_the_two_phase_refresh_rotates_the_session(app, laptop, key, bound, cloc
     assert session_row(app, bound).counter == counter + 1
     # The held-back request goes out with the new cookie.
     assert laptop.get("/account").status_code == 200
+    # Operators see one registration, one challenge, one renewal and its rotation.
+    counted = app.extensions["metrics"].registry.get_sample_value
+    assert counted("webapp_dbsc_registrations_total", {"outcome": "bound"}) == 1
+    assert counted("webapp_dbsc_refreshes_total", {"outcome": "challenged"}) == 1
+    assert counted("webapp_dbsc_refreshes_total", {"outcome": "renewed"}) == 1
+    assert counted("webapp_rotations_total") == 1
 
 
 def test_an_answer_is_accepted_once(app, laptop, key, bound, clock):

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, errors, mail
+from . import auth, errors, mail, metrics, observability
 from .config import apply_derived_settings, keeps_database_in, load_config, make_private_directory
 from .device_binding import ChallengeKeys
 from .extensions import db, migrate
@@ -62,6 +62,8 @@ def create_app(
         # what the outbox did) show in the server log.
         app.logger.setLevel(logging.INFO)
     register_extensions(app)
+    # First and last around every request: its duration, status and log line.
+    observability.init_app(app)
     # CSRF, authentication, rate limits, cookies, security headers: see its docstring.
     auth.init_app(app)
     register_blueprints(app)
@@ -85,6 +87,7 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     mail.init_app(app)
+    metrics.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

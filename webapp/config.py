@@ -172,6 +172,16 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
             "PUBLIC_URL=https://app.example.com"
         )
 
+    log_format = get("LOG_FORMAT", "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json (got {log_format!r})")
+    metrics_token = get("METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token.strip()) < 16:
+        raise ConfigError(
+            "METRICS_TOKEN must be at least 16 characters: whoever holds it reads the sign-in counts. "
+            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
     access_ttl = parse_int("ACCESS_TOKEN_TTL", get("ACCESS_TOKEN_TTL", "900"), minimum=1)
     refresh_ttl = parse_int("REFRESH_TOKEN_TTL", get("REFRESH_TOKEN_TTL", "604800"), minimum=1)
     max_age = parse_int("SESSION_MAX_AGE", get("SESSION_MAX_AGE", "2592000"), minimum=1)
@@ -235,6 +245,9 @@ def load_config(environ: Mapping[str, str], instance_path: Path) -> dict:
         "PORT": parse_int("PORT", get("PORT", "5000"), minimum=1),
         "JWT_ISSUER": get("JWT_ISSUER", "webapp"),
         "JWT_AUDIENCE": get("JWT_AUDIENCE", "webapp"),
+        "LOG_FORMAT": log_format,
+        # GET /metrics answers only with this bearer token (webapp/metrics.py); unset, 404.
+        "METRICS_TOKEN": None if metrics_token is None else metrics_token.strip(),
     }
 
 

@@ -17,6 +17,7 @@ from ..auth.hooks import current_device, current_policy, current_time
 from ..auth.ratelimit import note_failed_sign_in, sign_in_attempt
 from ..database import unit_of_work
 from ..extensions import db
+from ..metrics import current_metrics
 from ..passwords import MAX_LENGTH
 from ..sessions import IssuedTokens
 
@@ -136,6 +137,7 @@ def refresh():
             issued = None
     if issued is None:
         return invalid_grant("The refresh token is invalid, expired or revoked. Sign in again.")
+    current_metrics().refresh_answered(issued)
     return token_response(issued)
 
 

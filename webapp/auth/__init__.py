@@ -31,7 +31,8 @@ def init_app(app: Flask) -> None:
 
     csrf.init_app(app)
     app.before_request(csrf.protect_from_csrf)
-    app.before_request(hooks.authenticate_request)
+    # Timed, for operators (webapp/metrics.py: webapp_auth_hook_seconds).
+    app.before_request(app.extensions["metrics"].auth_hook_seconds.time()(hooks.authenticate_request))
     app.after_request(set_security_headers)
     app.after_request(cookies.write_auth_cookies)
     app.after_request(offer_registration)

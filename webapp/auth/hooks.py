@@ -24,6 +24,7 @@ from ..database import unit_of_work
 from ..devices import Device
 from ..errors import error_response, wants_json
 from ..extensions import db
+from ..metrics import current_metrics
 from ..security_events import record_copied_sign_in_refused
 from ..sessions import EndReason, IssuedTokens, SessionPolicy, SignedIn
 from ..tokens import InvalidToken
@@ -87,8 +88,9 @@ def current_device(client_name: str | None = None) -> Device:
 def authenticate_request() -> None:
     """Before every request: sign it in from a bearer token or from the cookies."""
     auth = current_auth()
-    if request.endpoint in ("static", "dbsc.refresh") or is_token_endpoint():
-        # dbsc.refresh renews a device-bound session with the device's proof, itself.
+    if request.endpoint in ("static", "dbsc.refresh", "metrics.scrape") or is_token_endpoint():
+        # dbsc.refresh renews a device-bound session with the device's proof, itself; a
+        # scrape of the metrics carries a token of its own, and no cookies.
         return
     if is_bearer_request():
         sign_in_from_bearer_token(auth, request.headers["Authorization"])
@@ -173,6 +175,7 @@ def rotate_from_cookie(
     if rejected is not None:
         auth.sign_out(refresh_rejected=True, reason=rejected.reason)
         return None
+    current_metrics().refresh_answered(issued)
     auth.sign_in(issued)
     return issued
 

@@ -65,6 +65,7 @@ from werkzeug.exceptions import ServiceUnavailable, TooManyRequests
 from .. import accounts
 from ..database import unit_of_work
 from ..extensions import db
+from ..metrics import SignInOutcome, current_metrics
 from ..models import Session
 from ..security_events import record_sign_in_rate_limited
 from .device_cookie import device_nonce
@@ -95,16 +96,13 @@ class PasswordCheckSlots:
         self._semaphore = threading.BoundedSemaphore(size)
         self.wait = wait
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold a slot for the block. Raises `ServiceUnavailable` (503, Retry-After) when
-        none is free within `wait` seconds."""
-        if not self._semaphore.acquire(timeout=self.wait):
-            raise ServiceUnavailable(BUSY, retry_after=1)
-        try:
-            yield
-        finally:
-            self._semaphore.release()
+    def try_slot(self) -> bool:
+        """Take a slot, waiting at most `wait` seconds for one. Returns whether it got one,
+        which the caller then gives back with `release`."""
+        return self._semaphore.acquire(timeout=self.wait)
+
+    def release(self) -> None:
+        self._semaphore.release()
 
 
 @dataclass(frozen=True)
@@ -164,6 +162,7 @@ Counter = tuple[str, str]
 def note_failed_sign_in() -> None:
     """Mark this request as a failed credential check, so it counts against the limits."""
     current_auth().sign_in_failed = True
+    current_metrics().sign_in(SignInOutcome.FAILED)
 
 
 @contextmanager
@@ -180,6 +179,23 @@ def sign_in_attempt(email: str | None, *, starts_session: bool = False) -> Itera
     `ServiceUnavailable` (503, Retry-After) when no slot is free soon enough.
     """
     sign_in_limits = _limits()
+    try:
+        _count_attempt(sign_in_limits, email, starts_session=starts_session)
+    except TooManyRequests:
+        current_metrics().sign_in(SignInOutcome.LIMITED)
+        raise
+    if not sign_in_limits.password_checks.try_slot():
+        current_metrics().sign_in(SignInOutcome.BUSY)
+        raise ServiceUnavailable(BUSY, retry_after=1)
+    try:
+        yield
+    finally:
+        sign_in_limits.password_checks.release()
+
+
+def _count_attempt(sign_in_limits: SignInLimits, email: str | None, *, starts_session: bool) -> None:
+    """Take this attempt's place in every budget it is charged to. Raises `TooManyRequests`
+    when one of them is spent."""
     address = client_address()
     every_attempt = (f"ip:{address}", "sign-in-attempts-ip")
     for item in sign_in_limits.attempts_per_ip:
@@ -207,9 +223,6 @@ def sign_in_attempt(email: str | None, *, starts_session: bool = False) -> Itera
 
     if starts_session and email is not None and accounts.is_valid_email(email):
         _check_new_sessions(email, cap=sign_in_limits.new_sessions_per_hour)
-
-    with sign_in_limits.password_checks.slot():
-        yield
 
 
 def settle_sign_in_attempt(response):

@@ -31,6 +31,7 @@ from ..auth.request_auth import current_auth, is_bearer_request
 from ..database import unit_of_work
 from ..device_binding import ChallengePurpose, InvalidProof, UnknownChallenge
 from ..extensions import db
+from ..metrics import current_metrics
 
 bp = Blueprint("dbsc", __name__, url_prefix="/auth/dbsc")
 
@@ -80,6 +81,23 @@ def session_description(session_id: str) -> dict:
         },
         "credentials": [{"type": "cookie", "name": access_cookie_name(), "attributes": access_cookie_attributes()}],
     }
+
+
+@bp.after_request
+def count_outcome(response: Response) -> Response:
+    """For operators: how registrations and refreshes went (webapp/metrics.py)."""
+    metrics = current_metrics()
+    if request.endpoint == "dbsc.register":
+        metrics.dbsc_registrations.labels("bound" if response.status_code == 200 else "refused").inc()
+    elif request.endpoint == "dbsc.refresh":
+        if response.status_code == 200:
+            outcome = "renewed"
+        elif "Secure-Session-Challenge" in response.headers:
+            outcome = "challenged"
+        else:
+            outcome = "refused"
+        metrics.dbsc_refreshes.labels(outcome).inc()
+    return response
 
 
 def _refused(status: int, message: str, code: str) -> Response:
@@ -203,5 +221,6 @@ def refresh():
         if now_bound is None:
             return _refused(401, "This session has ended.", "session_expired")
         return _challenge(session_id, now_bound)
+    current_metrics().refresh_answered(issued)
     auth.sign_in(issued)
     return jsonify(session_description(session_id))

@@ -1,0 +1,199 @@
+"""What the app tells its operators about each request and each security event.
+
+- Every response is counted by status (`webapp_http_responses`: the 429s and 503s among
+  them), and the auth hook's time goes to a histogram (webapp/metrics.py).
+- Every security event, once committed, is counted (sign-ins, reuse detections,
+  revocations by reason) and logged on `webapp.security`: whatever records one, the
+  engine's `record_event` adds it to the unit of work, and a listener on the ORM session
+  sees it commit (a rolled-back event never happened, so it is neither counted nor logged).
+- With `LOG_FORMAT=json`, every log line of the app is one JSON object, and every request
+  adds one on `webapp.request`: method, path (without its query; a recovery link's token
+  cut out), status, duration, a hash of the session's public id, the user id, and the
+  request id, taken from `X-Request-ID` when it is a sane one and made up otherwise, and
+  sent back in `X-Request-ID`. No line holds a token, a password or an email address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from flask import Flask, Response, current_app, g, has_app_context, has_request_context, request
+from flask.logging import default_handler
+from sqlalchemy import event
+
+from .auth.request_auth import current_auth
+from .extensions import db
+from .metrics import current_metrics
+from .models import SecurityEvent
+from .redaction import redact_link_tokens
+
+request_log = logging.getLogger("webapp.request")
+security_log = logging.getLogger("webapp.security")
+
+# An incoming request id is kept only if it could not smuggle anything into a log line.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the request hooks (before everything else, so the duration covers it all,
+    and after everything else, so the status is the final one) and the log format."""
+    json_logs = app.config["LOG_FORMAT"] == "json"
+    use_log_format(app.logger, json_lines=json_logs)
+    if json_logs:
+        app.before_request(start_request_log)
+    # After-request functions run last-registered first: this one, registered before the
+    # auth pipeline's, sees the response as it leaves.
+    app.after_request(log_request if json_logs else count_response)
+    _listen_for_security_events()
+
+
+def session_hash(public_id: str | None) -> str | None:
+    """A stable stand-in for a session's public id in logs: lines of one session can be
+    followed, and the id (which a forged request could aim at) is not written down."""
+    if public_id is None:
+        return None
+    return hashlib.sha256(public_id.encode()).hexdigest()[:16]
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def start_request_log() -> None:
+    g.request_started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def count_response(response: Response) -> Response:
+    current_metrics().responses.labels(str(response.status_code)).inc()
+    return response
+
+
+def log_request(response: Response) -> Response:
+    count_response(response)
+    started = g.get("request_started")
+    signed_in = current_auth().signed_in
+    request_log.info(
+        "%s %s %s",
+        request.method,
+        redact_link_tokens(request.path),
+        response.status_code,
+        extra={
+            "fields": {
+                "method": request.method,
+                "path": redact_link_tokens(request.path),
+                "status": response.status_code,
+                "duration_ms": None if started is None else round((time.perf_counter() - started) * 1000, 2),
+                "session": session_hash(signed_in.session_id) if signed_in else None,
+                "user_id": signed_in.user_id if signed_in else None,
+            }
+        },
+    )
+    if "request_id" in g:
+        response.headers["X-Request-ID"] = g.request_id
+    return response
+
+
+# --- security events ------------------------------------------------------------------------
+
+_PENDING = "security_events_pending"
+
+
+def _listen_for_security_events() -> None:
+    # On the ORM session factory Flask-SQLAlchemy shares between apps: once per process.
+    if not event.contains(db.session, "after_flush", _collect_flushed_events):
+        event.listen(db.session, "after_flush", _collect_flushed_events)
+        event.listen(db.session, "after_commit", _report_committed_events)
+        event.listen(db.session, "after_rollback", _forget_events)
+
+
+def _collect_flushed_events(session, flush_context) -> None:
+    # `session.new` still lists what this flush inserted.
+    flushed = [item for item in session.new if isinstance(item, SecurityEvent)]
+    if flushed:
+        session.info.setdefault(_PENDING, []).extend(flushed)
+
+
+def _forget_events(session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _report_committed_events(session) -> None:
+    committed = session.info.pop(_PENDING, None)
+    if not committed or not has_app_context() or "metrics" not in current_app.extensions:
+        return
+    metrics = current_metrics()
+    request_id = g.get("request_id") if has_request_context() else None
+    for security_event in committed:
+        metrics.security_event(security_event.kind)
+        security_log.info(
+            "security event %s: user %s, session %s",
+            security_event.kind,
+            security_event.user_id,
+            session_hash(security_event.session_public_id) or "none",
+            extra={
+                "fields": {
+                    "event": security_event.kind,
+                    "user_id": security_event.user_id,
+                    "session": session_hash(security_event.session_public_id),
+                    "ip_address": security_event.ip_address or None,
+                    "request_id": request_id,
+                }
+            },
+        )
+
+
+# --- JSON lines -----------------------------------------------------------------------------
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's `fields`
+    (given as `extra={"fields": {...}}`), plus the request id inside a request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            line.update(fields)
+        if "request_id" not in line and has_request_context() and "request_id" in g:
+            line["request_id"] = g.request_id
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class JsonLogHandler(logging.StreamHandler):
+    """Standard error, as JSON lines (a class of its own, so a second app in the same
+    process replaces it rather than adding another)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(JsonLogFormatter())
+
+
+def use_log_format(logger: logging.Logger, *, json_lines: bool) -> None:
+    """Send `logger` (the app's, parent of every `webapp.*` logger) to standard error as
+    JSON lines in place of Flask's plain-text handler, or put Flask's back (the logger is
+    the process's: an app made after another must not inherit its format)."""
+    had_json = False
+    for handler in list(logger.handlers):
+        if isinstance(handler, JsonLogHandler):
+            logger.removeHandler(handler)
+            had_json = True
+    if json_lines:
+        logger.removeHandler(default_handler)
+        logger.addHandler(JsonLogHandler())
+    elif had_json:
+        logger.addHandler(default_handler)
