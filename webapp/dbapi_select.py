@@ -99,7 +99,15 @@ class DBAPISelect:
             if checked_out and connection is not None:
                 connection.close()  # back to the pool, which rolls back
         make = self.Row._make
-        return [make(map(_apply, result_processors, row)) for row in rows]
+        if not result_processors:
+            return [make(row) for row in rows]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for index, process in result_processors:
+                values[index] = process(values[index])
+            converted.append(make(values))
+        return converted
 
     # Bounded: a process has one engine, a test run a few dialects and many engines.
     @lru_cache(maxsize=8)  # noqa: B019 (instances are module-level constants)
@@ -108,9 +116,12 @@ class DBAPISelect:
         bind_processors = {
             name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()
         }
+        # Only the columns that need converting (timestamps, booleans), by position: a
+        # page's list reads ten columns a row, most of them text and integers as they are.
         result_processors = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in self.statement.selected_columns
+            (index, processor)
+            for index, column in enumerate(self.statement.selected_columns)
+            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
         ]
         # Positional paramstyles (SQLite's qmark) take a tuple in `positiontup` order;
         # named ones (psycopg's pyformat) take the dict as it is.

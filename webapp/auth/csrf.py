@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from flask import Flask, current_app, g, request
 from flask import session as flask_session
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 from ..extensions import csrf
 from .cookies import has_auth_cookies
@@ -29,6 +31,22 @@ def init_app(app: Flask) -> None:
         WTF_CSRF_SECRET_KEY=[*app.config["SECRET_KEY_FALLBACKS"], app.config["SECRET_KEY"]],
     )
     csrf.init_app(app)
+    app.session_interface = SessionCookieWithOneSigner()
+
+
+class SessionCookieWithOneSigner(SecureCookieSessionInterface):
+    """Flask's signed session cookie (it holds the CSRF secret, so every signed-in page
+    reads it), with its serializer made once per secret rather than on every request."""
+
+    _keys: tuple | None = None
+    _serializer: URLSafeTimedSerializer | None = None
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"]))
+        if keys != self._keys:
+            # Two threads may both build it once: the same serializer, which holds no state.
+            self._serializer, self._keys = super().get_signing_serializer(app), keys
+        return self._serializer
 
 
 def is_exempt() -> bool:
@@ -47,7 +65,9 @@ def is_exempt() -> bool:
 
 def protect_from_csrf() -> None:
     """Before every request: Flask-WTF's check (400 on failure), unless exempt."""
-    if not current_app.config["WTF_CSRF_ENABLED"] or is_exempt():
+    config = current_app.config
+    # GET and HEAD change nothing: no check (Flask-WTF would skip them too, after ours).
+    if request.method not in config["WTF_CSRF_METHODS"] or not config["WTF_CSRF_ENABLED"] or is_exempt():
         return
     # With exemptions applied Flask-WTF also skips requests that match no route: a POST
     # to a page that does not exist is a 404, not a CSRF failure.
