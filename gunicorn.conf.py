@@ -5,20 +5,14 @@ command line (`--workers`, `--bind`) win over these.
 
 import os
 import shutil
+import sys
 import tempfile
 
-# Before anything imports prometheus_client (webapp does): with METRICS_TOKEN set, every
-# worker counts into files here, and a scrape answered by any worker adds them all up
-# (webapp/metrics.py). A directory of this server's own, emptied when it stops: counts of
-# a previous run must not be read as this one's.
-_metrics_directory = None
-if (os.environ.get("METRICS_TOKEN") or "").strip() and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _metrics_directory = tempfile.mkdtemp(prefix="webapp-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_directory
+from gunicorn.glogging import Logger
 
-from gunicorn.glogging import Logger  # noqa: E402
-
-from webapp.redaction import redact_link_tokens  # noqa: E402
+# Nothing here imports the app (nor prometheus_client, which the app imports): whether
+# the workers count into shared files is decided in `on_starting`, and prometheus_client
+# decides it once, when it is first imported (in each worker, after that).
 
 # Threads, not gunicorn's default sync workers. A sync worker serves one connection from
 # its first byte to its last: a client that sends half a request and stalls holds the
@@ -44,6 +38,8 @@ class AccessLogWithoutLinkTokens(Logger):
     password-reset link."""
 
     def atoms(self, resp, req, environ, request_time):
+        from webapp.redaction import redact_link_tokens  # in the worker, which has the app
+
         atoms = super().atoms(resp, req, environ, request_time)
         return {key: redact_link_tokens(value) if isinstance(value, str) else value for key, value in atoms.items()}
 
@@ -52,6 +48,37 @@ logger_class = AccessLogWithoutLinkTokens
 
 
 def on_starting(server):
+    """Set up the metrics' shared directory, and refuse several worker processes when the
+    sign-in limits count in memory."""
+    share_metrics_between_workers(server)
+    refuse_per_process_limits(server)
+
+
+# Marks the directory this server made, so that it (and only it) is removed at exit, also
+# after a reload (SIGHUP) has read this file again.
+_OWN_METRICS_DIRECTORY = "WEBAPP_METRICS_DIRECTORY_MADE_BY_GUNICORN"
+
+
+def share_metrics_between_workers(server):
+    """With METRICS_TOKEN set (in the environment, or with gunicorn's -e), every worker
+    counts into files in a directory of this server's own, and a scrape answered by any
+    worker adds them all up (webapp/metrics.py). Made fresh at each start, removed at exit:
+    counts of a previous run must not be read as this one's."""
+    if not (os.environ.get("METRICS_TOKEN") or "").strip() or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    if "prometheus_client" in sys.modules:
+        # Imported already (preload_app, say): it decided to count per process.
+        server.log.error(
+            "METRICS_TOKEN is set but prometheus_client was imported before the workers could share their "
+            "counts: set PROMETHEUS_MULTIPROC_DIR to an empty directory before starting gunicorn."
+        )
+        sys.exit(1)
+    directory = tempfile.mkdtemp(prefix="webapp-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.environ[_OWN_METRICS_DIRECTORY] = directory
+
+
+def refuse_per_process_limits(server):
     """Refuse several worker processes when the sign-in limits count in memory.
 
     `memory://` (the default RATELIMIT_STORAGE_URI) counts in each process on its own, so
@@ -85,5 +112,6 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _metrics_directory is not None:
-        shutil.rmtree(_metrics_directory, ignore_errors=True)
+    directory = os.environ.get(_OWN_METRICS_DIRECTORY)
+    if directory and directory == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(directory, ignore_errors=True)

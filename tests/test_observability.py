@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from webapp.config import ConfigError, load_config
 
-from .conftest import PASSWORD, AuthActions, base_environ, cookie_value, make_app
+from .conftest import PASSWORD, AuthActions, base_environ, cookie_value, csrf_token_from, make_app
 from .test_rate_limits import client_from
 from .test_serving import BIN, flask_command, gunicorn, make_run_environ, wait_until_serving
 
@@ -176,13 +176,62 @@ def test_json_logs_a_line_per_request_with_no_secret_in_it(database_url, clock, 
     assert account["method"] == "GET" and account["path"] == "/account" and account["status"] == 200
     assert account["user_id"] == 1 and account["duration_ms"] > 0
     assert account["session"] == hashlib.sha256(session_id.encode()).hexdigest()[:16]
-    assert any(line["path"] == "/auth/reset/[redacted]" for line in requests_logged)
+    assert any(line["path"] == "/auth/reset/<token>" for line in requests_logged)  # the route, not the link
     signed_in = next(line for line in lines if line["logger"] == "webapp.security")
     assert signed_in["event"] == "signed_in" and signed_in["user_id"] == 1
     # Nothing a thief or a guesser could use: no token, no password, no address.
     for secret in (access, refresh, cookie_value(client, "refresh_token"), reset_token, PASSWORD, "alice@example.com"):
         assert secret not in out
     assert "tab=activity" not in out  # paths without their query
+
+
+@pytest.mark.parametrize("path", ["/auth//reset/{}", "/auth/reset//{}", "/auth//secure/{}", "/auth/%72eset/{}"])
+def test_a_link_token_in_an_odd_path_stays_out_of_the_log(database_url, clock, capsys, path):
+    """Werkzeug redirects `/auth//reset/X` to the view, with X: the log line of that
+    redirect must not hold X either."""
+    app = make_app(database_url, clock, LOG_FORMAT="json")
+    client = app.test_client()
+    AuthActions(client).register("alice@example.com")
+    printed = app.test_cli_runner().invoke(args=["users", "reset-link", "alice@example.com"]).output
+    reset_token = re.search(r"/auth/reset/(\S+)", printed)[1]
+    answer = client.get(path.format(reset_token))
+    assert answer.status_code in (303, 308, 404)
+    out = capsys.readouterr().err
+    assert json_lines(out) and reset_token not in out
+
+
+def test_a_crash_in_a_link_view_logs_the_route_not_the_token(database_url, clock, capsys, monkeypatch):
+    from webapp import recovery
+
+    app = make_app(database_url, clock, LOG_FORMAT="json")
+    client = app.test_client()
+    AuthActions(client).register("alice@example.com")
+    printed = app.test_cli_runner().invoke(args=["users", "reset-link", "alice@example.com"]).output
+    reset_token = re.search(r"/auth/reset/(\S+)", printed)[1]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(recovery, "user_for_link", broken)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 page, and the log
+    assert client.get(f"/auth/reset/{reset_token}").status_code == 500
+    out = capsys.readouterr().err
+    crash = next(line for line in json_lines(out) if line["level"] == "error")
+    assert crash["message"] == "Exception on /auth/reset/<token> [GET]" and "RuntimeError" in crash["exception"]
+    assert reset_token not in out
+
+
+def test_a_devices_page_action_logs_no_session_id(database_url, clock, capsys):
+    app = make_app(database_url, clock, LOG_FORMAT="json")
+    laptop, phone = app.test_client(), app.test_client()
+    AuthActions(laptop).register("alice@example.com")
+    AuthActions(phone).login("alice@example.com")
+    phone_session = phone.get("/api/session").json["session_id"]
+    form = {"csrf_token": csrf_token_from(laptop.get("/account/sessions").data)}
+    assert laptop.post(f"/account/sessions/{phone_session}/revoke", data=form).status_code == 302
+    out = capsys.readouterr().err
+    assert any(line.get("path") == "/account/sessions/<session_id>/revoke" for line in json_lines(out))
+    assert phone_session not in out
 
 
 def test_text_logs_send_no_request_id_and_no_json(database_url, clock, capsys):
@@ -195,14 +244,19 @@ def test_text_logs_send_no_request_id_and_no_json(database_url, clock, capsys):
 # --- several workers --------------------------------------------------------------------------
 
 
-def test_four_workers_add_up_in_every_scrape(tmp_path: Path):
+@pytest.mark.parametrize("token_given", ["in the environment", "with gunicorn -e"])
+def test_four_workers_add_up_in_every_scrape(tmp_path: Path, token_given):
     """gunicorn's workers are processes: each counts on its own, and a scrape answered by
     any of them reports the sum (prometheus_client's multiprocess mode, set up by
-    gunicorn.conf.py because METRICS_TOKEN is set)."""
-    env = make_run_environ(tmp_path, METRICS_TOKEN=METRICS_TOKEN, ALLOW_PER_PROCESS_LIMITS="on")
+    gunicorn.conf.py because METRICS_TOKEN is set, however it was given)."""
+    env = make_run_environ(tmp_path, ALLOW_PER_PROCESS_LIMITS="on")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     flask_command(env, "db", "upgrade")
     command = [str(BIN / "gunicorn"), "--bind", "127.0.0.1:0", "--workers", "4", "wsgi:app"]
+    if token_given == "in the environment":
+        env["METRICS_TOKEN"] = METRICS_TOKEN
+    else:
+        command[1:1] = ["-e", f"METRICS_TOKEN={METRICS_TOKEN}"]
     with gunicorn(command, env, tmp_path / "gunicorn.log") as process:
         base_url = wait_until_serving(process, tmp_path / "gunicorn.log", 4)
         for number in range(8):

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -29,7 +29,7 @@ def create_app(
     environ: Mapping[str, str] | None = None,
     instance_path: str | os.PathLike[str] | None = None,
 ) -> Flask:
-    app = Flask(
+    app = Webapp(
         __name__,
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
@@ -70,6 +70,13 @@ def create_app(
     errors.register_error_handlers(app)
     register_commands(app)
     return app
+
+
+class Webapp(Flask):
+    def log_exception(self, exc_info) -> None:
+        """Flask's "Exception on PATH [METHOD]", with the route's pattern for the path: a
+        crash in a recovery link's view must not write its working token to the log."""
+        self.logger.error(f"Exception on {observability.loggable_path()} [{request.method}]", exc_info=exc_info)
 
 
 class SafeJSONProvider(DefaultJSONProvider):

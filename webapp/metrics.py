@@ -31,8 +31,11 @@ bp = Blueprint("metrics", __name__)
 
 
 class SignInOutcome(enum.StrEnum):
+    """How a sign-in went (the form, or the API's token endpoint; a registration that
+    signs its new account in counts as OK too; confirming a password does not count)."""
+
     OK = "ok"
-    # A wrong password, an unknown address, an address taken at registration.
+    # A wrong password or an unknown address.
     FAILED = "failed"
     # Refused before the password was checked: too many attempts (429).
     LIMITED = "limited"

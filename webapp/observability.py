@@ -6,11 +6,14 @@
   revocations by reason) and logged on `webapp.security`: whatever records one, the
   engine's `record_event` adds it to the unit of work, and a listener on the ORM session
   sees it commit (a rolled-back event never happened, so it is neither counted nor logged).
-- With `LOG_FORMAT=json`, every log line of the app is one JSON object, and every request
-  adds one on `webapp.request`: method, path (without its query; a recovery link's token
-  cut out), status, duration, a hash of the session's public id, the user id, and the
-  request id, taken from `X-Request-ID` when it is a sane one and made up otherwise, and
-  sent back in `X-Request-ID`. No line holds a token, a password or an email address.
+- With `LOG_FORMAT=json`, every log line of the app (and of the rate limits' outage
+  warning) is one JSON object, and every request adds one on `webapp.request`: method,
+  the route's pattern (`/auth/reset/<token>`; for a path that matched no route, the path
+  without its query and with any recovery-link token cut out), status, duration, a hash
+  of the session's public id, the user id, and the request id, taken from `X-Request-ID`
+  when it is a sane one and made up otherwise, and sent back in `X-Request-ID`. No line
+  holds a token, a password or an email address; development's stand-in for an SMTP
+  server (webapp/mail.py) is the exception: it logs each email whole, by design.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from flask import Flask, Response, current_app, g, has_app_context, has_request_
 from flask.logging import default_handler
 from sqlalchemy import event
 
+from .auth.ratelimit import OUTAGE_LOGGER
 from .auth.request_auth import current_auth
 from .extensions import db
 from .metrics import current_metrics
@@ -46,12 +50,22 @@ def init_app(app: Flask) -> None:
     and after everything else, so the status is the final one) and the log format."""
     json_logs = app.config["LOG_FORMAT"] == "json"
     use_log_format(app.logger, json_lines=json_logs)
+    # The limits library's outage warning (auth/ratelimit.py) has a logger of its own.
+    use_log_format(OUTAGE_LOGGER, json_lines=json_logs, replaces_flask_handler=False)
     if json_logs:
         app.before_request(start_request_log)
     # After-request functions run last-registered first: this one, registered before the
     # auth pipeline's, sees the response as it leaves.
     app.after_request(log_request if json_logs else count_response)
     _listen_for_security_events()
+
+
+def loggable_path() -> str:
+    """This request's path as a log may hold it: the route's pattern when one matched
+    (`/auth/reset/<token>`, `/account/sessions/<session_id>/revoke`: no token, no id),
+    else the path with any recovery-link token cut out."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else redact_link_tokens(request.path)
 
 
 def session_hash(public_id: str | None) -> str | None:
@@ -80,15 +94,16 @@ def log_request(response: Response) -> Response:
     count_response(response)
     started = g.get("request_started")
     signed_in = current_auth().signed_in
+    path = loggable_path()
     request_log.info(
         "%s %s %s",
         request.method,
-        redact_link_tokens(request.path),
+        path,
         response.status_code,
         extra={
             "fields": {
                 "method": request.method,
-                "path": redact_link_tokens(request.path),
+                "path": path,
                 "status": response.status_code,
                 "duration_ms": None if started is None else round((time.perf_counter() - started) * 1000, 2),
                 "session": session_hash(signed_in.session_id) if signed_in else None,
@@ -183,7 +198,7 @@ class JsonLogHandler(logging.StreamHandler):
         self.setFormatter(JsonLogFormatter())
 
 
-def use_log_format(logger: logging.Logger, *, json_lines: bool) -> None:
+def use_log_format(logger: logging.Logger, *, json_lines: bool, replaces_flask_handler: bool = True) -> None:
     """Send `logger` (the app's, parent of every `webapp.*` logger) to standard error as
     JSON lines in place of Flask's plain-text handler, or put Flask's back (the logger is
     the process's: an app made after another must not inherit its format)."""
@@ -195,5 +210,5 @@ def use_log_format(logger: logging.Logger, *, json_lines: bool) -> None:
     if json_lines:
         logger.removeHandler(default_handler)
         logger.addHandler(JsonLogHandler())
-    elif had_json:
+    elif had_json and replaces_flask_handler:
         logger.addHandler(default_handler)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-_LINK_TOKEN = re.compile(r"(/auth/(?:reset|secure)/)[^/?#\s\"]+")
+# Werkzeug merges repeated slashes (`/auth//reset/X` is redirected to the view): so does this.
+_LINK_TOKEN = re.compile(r"(/+auth/+(?:reset|secure)/+)[^/?#\s\"]+")
 
 
 def redact_link_tokens(text: str) -> str:

@@ -17,7 +17,7 @@ from ..auth.hooks import current_device, current_policy, current_time
 from ..auth.ratelimit import note_failed_sign_in, sign_in_attempt
 from ..database import unit_of_work
 from ..extensions import db
-from ..metrics import current_metrics
+from ..metrics import SignInOutcome, current_metrics
 from ..passwords import MAX_LENGTH
 from ..sessions import IssuedTokens
 
@@ -108,6 +108,7 @@ def token():
         )
     if user is None:
         note_failed_sign_in()
+        current_metrics().sign_in(SignInOutcome.FAILED)
         return invalid_grant("Incorrect email or password.")
     device = current_device(client_name=client_name)
     try:

@@ -162,7 +162,6 @@ Counter = tuple[str, str]
 def note_failed_sign_in() -> None:
     """Mark this request as a failed credential check, so it counts against the limits."""
     current_auth().sign_in_failed = True
-    current_metrics().sign_in(SignInOutcome.FAILED)
 
 
 @contextmanager
@@ -182,10 +181,12 @@ def sign_in_attempt(email: str | None, *, starts_session: bool = False) -> Itera
     try:
         _count_attempt(sign_in_limits, email, starts_session=starts_session)
     except TooManyRequests:
-        current_metrics().sign_in(SignInOutcome.LIMITED)
+        if starts_session:  # a sign-in, for the metrics; not a registration or a confirmation
+            current_metrics().sign_in(SignInOutcome.LIMITED)
         raise
     if not sign_in_limits.password_checks.try_slot():
-        current_metrics().sign_in(SignInOutcome.BUSY)
+        if starts_session:
+            current_metrics().sign_in(SignInOutcome.BUSY)
         raise ServiceUnavailable(BUSY, retry_after=1)
     try:
         yield

@@ -9,6 +9,7 @@ from .. import accounts, notices, retention, sessions
 from ..database import unit_of_work
 from ..errors import error_response
 from ..extensions import db
+from ..metrics import SignInOutcome, current_metrics
 from ..models import User
 from ..sessions import IssuedTokens
 from . import cookies
@@ -90,6 +91,7 @@ def login():
             )
         if user is None:
             note_failed_sign_in()
+            current_metrics().sign_in(SignInOutcome.FAILED)
             form.password.errors.append(GENERIC_SIGN_IN_ERROR)
             return render_template("auth/login.html", form=form)
         # A browser without this account's device cookie has not signed in to it
