@@ -222,6 +222,34 @@ def test_parallel_page_requests_inside_the_grace_window_share_one_rotation(clien
     assert winner_refresh != stale_refresh
 
 
+def test_a_copy_is_caught_after_a_page_kept_the_access_cookie_of_a_grace_answer(app, clock, auth, client):
+    """Two requests of a page share a rotation and the grace answer lands last: the
+    browser holds the new refresh token beside the grace answer's access token. Every
+    request it sends carries that new refresh token, which proves the rotation reached
+    it: a copy of the previous token, used after the grace window, is reuse, and is never
+    answered with the current token."""
+    auth.register()
+    stolen, old_access = cookie_value(client, "refresh_token"), cookie_value(client, "access_token")
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    assert client.get("/api/me").status_code == 200  # rotates: the browser has both new cookies
+    twin = app.test_client()  # the same page's other request, sent with the same cookies
+    twin.set_cookie("refresh_token", stolen)
+    twin.set_cookie("access_token", old_access)
+    assert twin.get("/api/me").status_code == 200  # a grace answer: an access cookie only
+    client.set_cookie("access_token", cookie_value(twin, "access_token"))  # it arrived last
+    for _ in range(6):  # a minute of work on that access cookie
+        clock.advance(10)
+        assert client.get("/api/me").status_code == 200
+
+    thief = app.test_client()
+    thief.set_cookie("refresh_token", stolen)
+    answer = thief.get("/account")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/auth/login")
+    assert thief.get_cookie("refresh_token") is None  # never the current token
+    with app.app_context():
+        assert db.session.execute(select(Session.revoked_reason)).scalar_one() == "reuse"
+
+
 def test_reuse_after_the_grace_window_signs_both_holders_out(app, clock, auth, client):
     auth.register()
     stolen = cookie_value(client, "refresh_token")

@@ -178,6 +178,27 @@ def test_previous_token_after_grace_window_revokes_the_session(db_session, user,
     assert kinds.count(EventKind.REFRESH_TOKEN_REUSED) == 1
 
 
+def test_the_current_refresh_token_beside_a_grace_access_token_proves_the_rotation_arrived(
+    db_session, user, policy, clock
+):
+    issued = start(db_session, user, policy, clock)
+    current = rotate(db_session, issued.refresh_token, policy, clock)
+    grace = rotate(db_session, issued.refresh_token, policy, clock)  # the page's other request
+    # The previous refresh token beside it proves nothing: the answer may have been lost.
+    signed_in = sessions.authenticate(
+        db_session, grace.access_token, policy=policy, now=clock(), refresh_token=issued.refresh_token
+    )
+    assert signed_in.delivers_counter is None
+    signed_in = sessions.authenticate(
+        db_session, grace.access_token, policy=policy, now=clock(), refresh_token=current.refresh_token
+    )
+    assert signed_in.delivers_counter == 1
+    sessions.touch_session(db_session, signed_in, now=clock())
+    clock.advance(policy.reuse_grace)
+    with pytest.raises(sessions.RefreshTokenReused):
+        rotate(db_session, issued.refresh_token, policy, clock)
+
+
 @pytest.mark.parametrize("steps_back", [2, 3])
 def test_any_older_counter_revokes_even_inside_the_window(db_session, user, policy, clock, steps_back):
     issued = start(db_session, user, policy, clock)

@@ -432,12 +432,23 @@ def _end_sessions_over_limit(
 
 
 def authenticate(
-    source: DbSession | Connection | Engine, access_token: str, *, policy: SessionPolicy, now: datetime
+    source: DbSession | Connection | Engine,
+    access_token: str,
+    *,
+    policy: SessionPolicy,
+    now: datetime,
+    refresh_token: str | None = None,
 ) -> SignedIn:
     """Sign a request in from its access token: verify the JWT, then check with one
     indexed lookup that its session is still active. Reads only, so `source` may be an
     ORM session, a connection, or the engine itself: the fastest way, for the auth hook
     of every request (see `session_queries.find_active_session`).
+
+    `refresh_token` is the one the same request carries (a browser sends both cookies):
+    while the session's latest rotation is not known to have reached its holder, the
+    current refresh token proves it did, as the access token issued with it does. A
+    page whose grace answer arrived after its rotation's holds exactly that pair (the
+    new refresh token, an access token issued for the previous one).
 
     Raises `tokens.AccessTokenExpired` (a genuine token past `exp`: try rotating),
     `tokens.InvalidToken` (not ours), or `SessionInactive` (revoked, lapsed, user disabled).
@@ -448,7 +459,9 @@ def authenticate(
     row = session_queries.find_active_session(source, session_id=claims.session_id, user_id=claims.user_id, now=now)
     if row is None:
         raise SessionInactive(claims.session_id)
-    first_proof = claims.counter == row.counter and row.delivered_counter < row.counter
+    first_proof = row.delivered_counter < row.counter and (
+        claims.counter == row.counter or _holds_current_refresh_token(refresh_token, claims.session_id, row, policy)
+    )
     return SignedIn(
         user_id=claims.user_id,
         email=row.email,
@@ -461,6 +474,15 @@ def authenticate(
         device_bound=row.device_bound_at is not None,
         bindable=row.device_bound_at is None and row.counter == 0,
     )
+
+
+def _holds_current_refresh_token(token: str | None, session_id: str, row, policy: SessionPolicy) -> bool:
+    if not token:
+        return False
+    try:
+        return tokens.parse_refresh_token(token, keys=policy.keys) == (session_id, row.counter)
+    except tokens.InvalidToken:
+        return False
 
 
 def touch_session(db_session: DbSession, signed_in: SignedIn, *, now: datetime) -> bool:

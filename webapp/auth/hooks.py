@@ -114,11 +114,14 @@ def sign_in_from_bearer_token(auth: RequestAuth, authorization: str) -> None:
         auth.bearer_refused(BearerError.INVALID_TOKEN)
 
 
-def sign_in_with_access_token(token: str, *, policy: SessionPolicy, now: datetime) -> SignedIn:
-    """The engine's check of an access token, then the throttled last-active write."""
+def sign_in_with_access_token(
+    token: str, *, policy: SessionPolicy, now: datetime, refresh_token: str | None = None
+) -> SignedIn:
+    """The engine's check of an access token (with the refresh cookie the browser sent
+    beside it, which may prove a rotation reached it), then the throttled writes."""
     # The engine, not the ORM session: this read runs on every signed-in request, and
     # given the engine the check runs straight on a pooled connection (dbapi_select.py).
-    signed_in = sessions.authenticate(db.engine, token, policy=policy, now=now)
+    signed_in = sessions.authenticate(db.engine, token, policy=policy, now=now, refresh_token=refresh_token)
     if sessions.touch_session(db.session, signed_in, now=now):
         db.session.commit()
     return signed_in
@@ -134,7 +137,9 @@ def sign_in_from_cookies(auth: RequestAuth) -> None:
 
     if access_token:
         try:
-            auth.authenticated(sign_in_with_access_token(access_token, policy=policy, now=now))
+            auth.authenticated(
+                sign_in_with_access_token(access_token, policy=policy, now=now, refresh_token=refresh_token)
+            )
             return
         except (InvalidToken, sessions.SignedOut):
             pass  # expired, foreign or revoked: the refresh token decides
