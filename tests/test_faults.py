@@ -131,6 +131,33 @@ def test_a_sign_in_during_the_outage_is_503_and_works_afterwards(private_postgre
     assert client.get("/api/me").status_code == 200
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("path", ["/api/security-events", "/account/sessions", "/account"])
+def test_the_database_going_away_after_the_last_query_is_not_a_500(migrated_postgres_database, clock, path):
+    """A server restart that closes the connection between a view's last query and the end
+    of its request (when the ORM session is rolled back and put away) costs that request
+    nothing: the answer was made, and it goes out."""
+    postgres.empty_tables(migrated_postgres_database)
+    app = make_app(migrated_postgres_database, clock)
+    restarting = []
+
+    @app.after_request
+    def restart_the_server_now(response):
+        if restarting:
+            postgres.terminate_connections(migrated_postgres_database)
+        return response
+
+    client = app.test_client()
+    AuthActions(client).register()
+    restarting.append(True)
+    response = client.get(path)
+    assert response.status_code == 200
+    restarting.clear()
+    assert client.get(path).status_code == 200  # and the next request finds a live connection
+    with app.app_context():
+        db.engine.dispose()
+
+
 # --- the rate-limit store goes away --------------------------------------------------------
 
 

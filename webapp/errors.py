@@ -65,6 +65,10 @@ def error_response(status: int, message: str, *, code: str | None = None) -> Res
 
 
 def register_error_handlers(app: Flask) -> None:
+    # Registered after Flask-SQLAlchemy's own teardown, so it runs first (Flask runs
+    # teardowns last-registered first) and leaves that one nothing to do.
+    app.teardown_appcontext(put_the_database_session_away)
+
     @app.errorhandler(CSRFError)
     def csrf_failed(error: CSRFError) -> Response:
         return error_response(
@@ -112,3 +116,17 @@ def register_error_handlers(app: Flask) -> None:
         )
         response.headers["Retry-After"] = "5"
         return response
+
+
+def put_the_database_session_away(exception: BaseException | None) -> None:
+    """At the end of every request: close the ORM session, as Flask-SQLAlchemy does, but
+    without failing the request when the database went away after its last query (a
+    server restart between the view and this rollback). The answer is made by then; a
+    500 now would be an outage of ours shown as a crash. The dead connection is thrown
+    away and the next request gets a fresh one."""
+    try:
+        db.session.remove()
+    except DBAPIError as error:
+        log.warning("database connection lost at the end of a request: %s", error)
+        db.session().invalidate()  # the session itself: the scoped proxy has no invalidate
+        db.session.remove()
