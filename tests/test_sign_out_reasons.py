@@ -53,6 +53,21 @@ def laptop(app, auth):
     return auth.client
 
 
+def test_a_script_request_that_finds_the_device_signed_out_is_told_why_and_so_is_the_next_page(app, clock, laptop):
+    phone = sign_in(app)
+    post(laptop, f"/account/sessions/{session_id_of(phone)}/revoke")
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    answer = phone.get("/api/session")  # a page's script, not a navigation
+    assert answer.status_code == 401
+    assert answer.json == {
+        "error": "session_expired",
+        "message": "This device was signed out from another of your devices.",
+    }
+    # The sign-in page the script's notice links to says it once more.
+    told = flashes(phone.get("/auth/login?next=/account"))
+    assert told == ["This device was signed out from another of your devices."]
+
+
 def test_signed_out_from_another_device(app, clock, laptop):
     phone = sign_in(app)
     post(laptop, f"/account/sessions/{session_id_of(phone)}/revoke")

@@ -4,8 +4,10 @@
 // means the cookies alone could not sign this request in. Then, once:
 //   1. POST /auth/refresh (CSRF header from <meta name="csrf-token">);
 //   2. if that answered 204, send the original request again, once;
-//   3. otherwise show "Your session has expired" with a link to sign in again that
-//      comes back to this page, and reject with SessionExpiredError.
+//   3. otherwise show why the session is over (the server's words when its 401 gives a
+//      reason, such as "This device was signed out from another of your devices.";
+//      "Your session has expired." when not) with a link to sign in again that comes
+//      back to this page, and reject with SessionExpiredError.
 // 401s that arrive together share one refresh call, so a page that fires ten requests
 // does not rotate the refresh token ten times.
 //
@@ -92,10 +94,23 @@ export function signInUrl(location = window.location) {
 }
 
 /**
- * Show the "session expired" notice (once) at the top of <main>, and tell the page
- * with a `session:expired` event on document.
+ * The server's sentence for why this session ended, from a 401 that signed the browser
+ * out (`{"error": "session_expired", "message": ...}`), or null.
  */
-export function showSessionExpired() {
+async function reasonGiven(response) {
+  try {
+    const body = await response.clone().json();
+    return body.error === "session_expired" && typeof body.message === "string" ? body.message : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Show the "session expired" notice (once) at the top of <main>, saying `message` (why
+ * the session ended), and tell the page with a `session:expired` event on document.
+ */
+export function showSessionExpired(message = SESSION_EXPIRED_MESSAGE) {
   let notice = document.querySelector("[data-session-expired]");
   if (notice !== null) {
     return notice;
@@ -108,7 +123,7 @@ export function showSessionExpired() {
   link.href = signInUrl();
   link.textContent = "Sign in again";
   link.dataset.testid = "sign-in-again";
-  notice.append(`${SESSION_EXPIRED_MESSAGE} `, link, " to pick up where you left off.");
+  notice.append(`${message} `, link, " to pick up where you left off.");
   (document.querySelector("main") || document.body).prepend(notice);
   document.dispatchEvent(new CustomEvent("session:expired"));
   return notice;
@@ -128,6 +143,7 @@ export async function sessionFetch(input, init) {
   if (response.status !== 401 || !sameOrigin) {
     return response;
   }
+  const reason = await reasonGiven(response);
   const refreshed = await (refreshesStarted !== refreshesBefore ? latestRefresh : refreshSession());
   if (refreshed) {
     const retried = await fetch(request);
@@ -135,6 +151,6 @@ export async function sessionFetch(input, init) {
       return retried;
     }
   }
-  showSessionExpired();
+  showSessionExpired(reason || SESSION_EXPIRED_MESSAGE);
   throw new SessionExpiredError();
 }

@@ -19,6 +19,31 @@ def count_refresh_calls(page) -> list:
     return calls
 
 
+def test_a_page_script_that_finds_its_device_signed_out_says_why(devices, email):
+    laptop, phone = devices(), devices()
+    laptop.register(email)
+    phone.sign_in(email)
+    phone.page.wait_for_url("**/account")
+    phone.page.locator("[data-session-panel][data-loaded=true]").wait_for()
+    phone_session = phone.session_id()
+
+    page = laptop.page
+    page.goto("/account/sessions")
+    phone_row = page.locator(f'[data-session-id="{phone_session}"]')
+    phone_row.locator("summary").click()
+    phone_row.get_by_role("button", name="Yes, sign out").click()
+    page.wait_for_url("**/account/sessions")
+
+    # The phone's open page finds out through its script, not a navigation: it says why.
+    phone.page.get_by_role("button", name="Refresh").click()
+    notice = phone.page.get_by_role("alert").filter(has_text="This device was signed out from another of your devices.")
+    notice.wait_for()
+    # And so does the sign-in page its link leads to.
+    notice.get_by_role("link", name="Sign in again").click()
+    phone.page.wait_for_url(SIGN_IN_TO_ACCOUNT)
+    assert phone.page.get_by_text("signed out from another of your devices").is_visible()
+
+
 def test_one_device_signs_the_other_out(devices, email, screenshots):
     laptop, phone = devices(), devices()
     laptop.register(email)

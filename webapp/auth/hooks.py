@@ -96,9 +96,10 @@ def authenticate_request() -> None:
         sign_in_from_bearer_token(auth, request.headers["Authorization"])
     else:
         sign_in_from_cookies(auth)
-        if auth.sign_out_reason is not None and not wants_json():
+        if auth.sign_out_reason is not None:
             # Whatever page this browser lands on (a protected one sends it to sign in,
-            # the home page shows itself) says why it was signed out. A forged cookie
+            # the home page shows itself) says why it was signed out; so does the page a
+            # script's request found out on, which goes to sign in next. A forged cookie
             # had no session to speak of: nothing is said.
             flash(*sign_out_message(auth.sign_out_reason))
 
