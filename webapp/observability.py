@@ -6,8 +6,8 @@
   revocations by reason) and logged on `webapp.security`: whatever records one, the
   engine's `record_event` adds it to the unit of work, and a listener on the ORM session
   sees it commit (a rolled-back event never happened, so it is neither counted nor logged).
-- With `LOG_FORMAT=json`, every log line of the app (and of the rate limits' outage
-  warning) is one JSON object, and every request adds one on `webapp.request`: method,
+- With `LOG_FORMAT=json`, every log line of the app and of the libraries it uses (the
+  connection pool, the rate limits) is one JSON object, and every request adds one on `webapp.request`: method,
   the route's pattern (`/auth/reset/<token>`; for a path that matched no route, the path
   without its query and with any recovery-link token cut out), status, duration, a hash
   of the session's public id, the user id, and the request id, taken from `X-Request-ID`
@@ -31,7 +31,6 @@ from flask import Flask, Response, current_app, g, has_app_context, has_request_
 from flask.logging import default_handler
 from sqlalchemy import event
 
-from .auth.ratelimit import OUTAGE_LOGGER
 from .auth.request_auth import current_auth
 from .extensions import db
 from .metrics import current_metrics
@@ -50,8 +49,6 @@ def init_app(app: Flask) -> None:
     and after everything else, so the status is the final one) and the log format."""
     json_logs = app.config["LOG_FORMAT"] == "json"
     use_log_format(app.logger, json_lines=json_logs)
-    # The limits library's outage warning (auth/ratelimit.py) has a logger of its own.
-    use_log_format(OUTAGE_LOGGER, json_lines=json_logs, replaces_flask_handler=False)
     if json_logs:
         app.before_request(start_request_log)
     # After-request functions run last-registered first: this one, registered before the
@@ -198,17 +195,21 @@ class JsonLogHandler(logging.StreamHandler):
         self.setFormatter(JsonLogFormatter())
 
 
-def use_log_format(logger: logging.Logger, *, json_lines: bool, replaces_flask_handler: bool = True) -> None:
-    """Send `logger` (the app's, parent of every `webapp.*` logger) to standard error as
-    JSON lines in place of Flask's plain-text handler, or put Flask's back (the logger is
-    the process's: an app made after another must not inherit its format)."""
+def use_log_format(app_logger: logging.Logger, *, json_lines: bool) -> None:
+    """JSON lines: one handler, on the root logger, for the app's lines and for those of
+    the libraries beneath it (the pool's "Exception during reset" when a database server
+    restarts, the rate limits' outage warning), which would otherwise reach standard error
+    as plain text; Flask's own handler comes off the app's logger, whose lines go up to
+    it. Text: Flask's handler, as Flask sets it up. Both loggers are the process's, so an
+    app made after another puts back what it needs."""
+    root = logging.getLogger()
     had_json = False
-    for handler in list(logger.handlers):
+    for handler in list(root.handlers):
         if isinstance(handler, JsonLogHandler):
-            logger.removeHandler(handler)
+            root.removeHandler(handler)
             had_json = True
     if json_lines:
-        logger.removeHandler(default_handler)
-        logger.addHandler(JsonLogHandler())
-    elif had_json and replaces_flask_handler:
-        logger.addHandler(default_handler)
+        app_logger.removeHandler(default_handler)
+        root.addHandler(JsonLogHandler())
+    elif had_json and default_handler not in app_logger.handlers:
+        app_logger.addHandler(default_handler)
