@@ -22,6 +22,7 @@ from .processes import stop_group
 from .report import RESULTS, render_report, write_results
 from .services import make_certificates, private_postgres, private_redis
 from .settings import Settings, SettingsError
+from .telemetry import LogCheck, Telemetry, check_log, scrape_metrics, secrets_to_look_for
 from .verdict import judge
 
 PROGRESS_EVERY = 30
@@ -29,9 +30,12 @@ PROGRESS_EVERY = 30
 TRACEBACKS_QUOTED = 2
 
 
-def server_errors(log_file: Path) -> str:
-    """The first tracebacks of the app's log, each with the line before it (an expected
-    outage logs none)."""
+def server_errors(log_file: Path, log_check: LogCheck) -> str:
+    """The first exceptions of the app's log (JSON lines carry theirs whole), else the
+    first plain tracebacks (gunicorn's), each with the line before it (an expected outage
+    logs none)."""
+    if log_check.exceptions:
+        return "\n\n".join(log_check.exceptions[:TRACEBACKS_QUOTED])
     if not log_file.exists():
         return ""
     lines = log_file.read_text(errors="replace").splitlines()
@@ -96,6 +100,8 @@ def run(settings: Settings, workdir: Path) -> int:
                 next_progress += PROGRESS_EVERY
         wait_for_locust(locust, timeout=max(1.0, limit - time.time()))
         faults.stop()
+        # The app's own count of the soak, summed over its workers (the killed one's too).
+        scrape = scrape_metrics(gunicorn, app.metrics_token)
         observations_file = Path(plan.observations_file)
         if not observations_file.exists():
             log((workdir / "locust.log").read_text(errors="replace")[-3000:])
@@ -103,17 +109,21 @@ def run(settings: Settings, workdir: Path) -> int:
 
         seen = Observations.load(observations_file)
         rows, reuse_events = read_sessions(postgres.conninfo)
-        consistency = check_sessions(rows, reuse_events, seen)
-        verdict = judge(seen, faults.windows, consistency, load_seconds=settings.seconds)
-        report = render_report(
-            verdict,
-            consistency,
-            faults.windows,
-            read_locust_stats(workdir),
-            settings,
-            load_started_at=load_started_at,
-            server_log_excerpt=server_errors(workdir / "gunicorn.log") if not verdict.passed else "",
-        )
+    # gunicorn has stopped: its log is whole.
+    log_file = workdir / "gunicorn.log"
+    log_check = check_log(log_file, secrets_to_look_for(seen.secrets, app.metrics_token))
+    telemetry = Telemetry(scrape, log_check, health_checks=len(gunicorn.health_checks))
+    consistency = check_sessions(rows, reuse_events, seen)
+    verdict = judge(seen, faults.windows, consistency, telemetry, load_seconds=settings.seconds)
+    report = render_report(
+        verdict,
+        consistency,
+        faults.windows,
+        read_locust_stats(workdir),
+        settings,
+        load_started_at=load_started_at,
+        server_log_excerpt=server_errors(log_file, log_check) if not verdict.passed else "",
+    )
     print(report)
     if settings.write:
         write_results(report)

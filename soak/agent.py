@@ -15,6 +15,7 @@ from locust.clients import HttpSession
 from .browser import Browser, Visit, new_cookie_jar_session
 from .household import PASSWORD, Household, Role, role_of
 from .observations import (
+    EMAIL,
     AlertCheckRecord,
     LoadPlan,
     LogoutRecord,
@@ -24,8 +25,17 @@ from .observations import (
     SignInRecord,
     SignOutRecord,
 )
+from .observations import PASSWORD as PASSWORD_SECRET
 from .pages import BUSY_WORDS, flash_messages, form_csrf_token, listed_session_ids, reuse_alert_dismiss_paths
-from .thief import GRACE_MARGIN, CopiedCookie, copy_refresh_cookie, holding_still_for, replay_when_due
+from .thief import (
+    GRACE_MARGIN,
+    CopiedCookie,
+    awaiting_proof,
+    awaiting_rotation,
+    copy_refresh_cookie,
+    holding_still_for,
+    replay_when_due,
+)
 
 # What the account page's scripts ask for (static/js/account.js), and two more a page
 # might: each page load fires 4 to 8 of them at once.
@@ -102,10 +112,17 @@ class Agent:
 
     def think_time(self) -> float:
         """A pause of 1 to SOAK_THINK_SECONDS; longer while a thief waits for this
-        browser's latest rotation to leave the grace window (soak/thief.py)."""
+        browser's latest rotation to leave the grace window (soak/thief.py). While a
+        one-ahead copy waits for its case: a pause past the access cookie's life before
+        the next rotation (a tab left and come back to), and for an "undelivered" one a
+        short one once a grace answer's access cookie is kept beside the new refresh cookie."""
         copy = self.theft
         if copy is not None and holding_still_for(copy, self.browser):
             return self.plan.reuse_grace + 2 * GRACE_MARGIN + self.rng.uniform(0, 2)
+        if copy is not None and awaiting_proof(copy, self.browser):
+            return self.rng.uniform(0.2, 1.0)
+        if copy is not None and awaiting_rotation(copy, self.browser):
+            return self.plan.access_token_ttl + self.rng.uniform(0.5, 2.5)
         return self.rng.uniform(1, self.plan.think_seconds)
 
     def choose_action(self) -> str:
@@ -121,6 +138,13 @@ class Agent:
         # sign-out would muddle whose doing a sign-out was.
         if self.role is Role.PHONE or self.theft is not None:
             del allowed["sign_out_and_in"]
+        if self.theft is not None and awaiting_rotation(self.theft, self.browser):
+            if self.theft.variant == "undelivered" and "refocus" in allowed:
+                # Back to the open page: its scripts' requests share the rotation.
+                return "refocus"
+            if self.theft.variant == "previous":
+                # Back with a navigation: the page's own request rotates alone.
+                allowed.pop("refocus", None)
         names = list(allowed)
         return self.rng.choices(names, weights=[allowed[name] for name in names])[0]
 
@@ -142,7 +166,7 @@ class Agent:
         calls = self.browser.run_scripts(self.script_paths())
         sign_out = self.browser.sign_out_seen_by_scripts(calls)
         if sign_out is not None:
-            self.signed_out(sign_out)
+            self.signed_out(self.browser.follow_notice_link(sign_out))
         self.recorder.page_loads.append(
             PageLoadRecord(
                 browser=self.index,
@@ -224,6 +248,9 @@ class Agent:
             jar.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) curl-like thief"
             return jar
 
+        def copied_again(fresh: CopiedCookie) -> None:
+            self.theft = fresh
+
         try:
             record = replay_when_due(
                 copy,
@@ -232,6 +259,7 @@ class Agent:
                 new_jar=new_jar,
                 plan=self.plan,
                 recorder=self.recorder,
+                copied_again=copied_again,
             )
             if record is not None and not record.signed_in and not record.new_cookies:
                 # Refused: the app should have told the account (checked at the next sign-in).
@@ -256,7 +284,7 @@ class Agent:
             fetches = len(calls)
             sign_out = self.browser.sign_out_seen_by_scripts(calls)
             if sign_out is not None:
-                self.signed_out(sign_out)
+                self.signed_out(self.browser.follow_notice_link(sign_out))
                 outcome = "signed_out"
         elif visit.outcome == "signed_out":
             self.signed_out(self.browser.sign_out_seen_on(visit, path))
@@ -301,6 +329,8 @@ class Agent:
                 gevent.sleep(page.retry_after or 1)
                 continue
             data = {"csrf_token": token, "email": self.account.email, "password": PASSWORD}
+            self.recorder.note_secret(EMAIL, self.account.email)
+            self.recorder.note_secret(PASSWORD_SECRET, PASSWORD)
             if register:
                 data["confirm"] = PASSWORD
             elif self.remember:

@@ -1,5 +1,7 @@
 """The app in its production shape: its environment, its migrations, and gunicorn serving
-it over HTTPS on a free port of 127.0.0.1."""
+it over HTTPS on a free port of 127.0.0.1, with its metrics (`METRICS_TOKEN`: GET /metrics,
+summed over the workers by gunicorn.conf.py's shared directory) and JSON log lines
+(`LOG_FORMAT=json`, on gunicorn's standard error, which goes to the soak's log file)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .processes import children_of, free_port, start_group, stop_group
@@ -23,7 +25,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Variables of the soak's own environment that must not reach the app: the soak decides
 # them, and FLASK_* would change how `flask` finds the app.
-_NOT_INHERITED = ("DATABASE_URL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "APP_ENV", "RATELIMIT_STORAGE_URI")
+# So do the metrics' and logs' settings: gunicorn.conf.py makes the metrics directory of
+# this server's own only when none is given.
+_NOT_INHERITED = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "SECRET_KEY_FALLBACKS",
+    "APP_ENV",
+    "RATELIMIT_STORAGE_URI",
+    "METRICS_TOKEN",
+    "LOG_FORMAT",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "WEBAPP_METRICS_DIRECTORY_MADE_BY_GUNICORN",
+)
 # The app's defaults, stated because the soak's checks depend on them.
 REFRESH_REUSE_GRACE = 10
 REFRESH_TOKEN_TTL = 7 * 24 * 3600
@@ -39,12 +53,20 @@ class AppConfig:
     secret: str
     access_token_ttl: int
     certificates: Certificates
+    metrics_token: str  # what a scrape of GET /metrics must present
 
     @classmethod
     def create(
         cls, *, database_url: str, ratelimit_storage_uri: str, access_token_ttl: int, certificates: Certificates
     ) -> AppConfig:
-        return cls(database_url, ratelimit_storage_uri, secrets.token_urlsafe(48), access_token_ttl, certificates)
+        return cls(
+            database_url,
+            ratelimit_storage_uri,
+            secrets.token_urlsafe(48),
+            access_token_ttl,
+            certificates,
+            secrets.token_urlsafe(32),
+        )
 
     def environ(self) -> dict[str, str]:
         """Production, as a deployment sets it, but for two sign-in limits (see below)."""
@@ -64,6 +86,8 @@ class AppConfig:
             "REFRESH_TOKEN_TTL": str(REFRESH_TOKEN_TTL),
             "SESSION_MAX_AGE": str(SESSION_MAX_AGE),
             "COOKIE_SECURE": "on",
+            "METRICS_TOKEN": self.metrics_token,
+            "LOG_FORMAT": "json",
             # Every browser of the soak comes from 127.0.0.1, as if a whole office signed
             # in through one address: the per-address attempt limit (30 a minute, right
             # or wrong) would turn away the crowd's correct passwords, and a person who
@@ -101,6 +125,8 @@ class Gunicorn:
     process: subprocess.Popen[bytes]
     log: Path
     ca_file: Path
+    # The statuses of the soak's own /healthz requests (the app counts their answers too).
+    health_checks: list[int] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -109,15 +135,21 @@ class Gunicorn:
     def workers(self) -> list[int]:
         return children_of(self.process.pid)
 
-    def healthz(self) -> int:
-        """The status of GET /healthz over HTTPS, checking the certificate as a browser does."""
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """GET `path` over HTTPS, checking the certificate as a browser does: status and body."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
         connection = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=context)
         try:
-            connection.request("GET", "/healthz")
-            return connection.getresponse().status
+            connection.request("GET", path, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
         finally:
             connection.close()
+
+    def healthz(self) -> int:
+        status, _ = self.get("/healthz")
+        self.health_checks.append(status)
+        return status
 
 
 @contextmanager

@@ -10,7 +10,10 @@ page would see them. At most six connections to the host at once, like a browser
 A page's scripts are modelled on static/js/session-fetch.js: a 401 calls `POST
 /auth/refresh` once and retries once on 204; 401s that arrive together share one refresh
 call; a 401 after a refresh started since the request was sent takes that refresh's
-outcome. What the scripts cannot mend is the "Your session has expired" notice.
+outcome. What the scripts cannot mend is the page's notice (one per page, shown by the
+first call that gives up): the reason the 401 gave (`{"error": "session_expired",
+"message": ...}`), else "Your session has expired.", with a "Sign in again" link to the
+sign-in page and back (`signInUrl`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from urllib.parse import quote
 
 import gevent
 from gevent.event import AsyncResult
@@ -25,10 +29,12 @@ from locust import User
 from locust.clients import HttpSession, LocustHttpAdapter
 
 from .observations import (
+    ACCESS_TOKEN,
     FETCH,
     FORM,
     PAGE,
     REFRESH,
+    REFRESH_TOKEN,
     REPLAY,
     VIA_HOME,
     VIA_PAGE,
@@ -41,14 +47,15 @@ from .pages import (
     ACCESS_COOKIE,
     BUSY_WORDS,
     REFRESH_COOKIE,
+    SCRIPT_EXPIRED_MESSAGE,
     SIGN_IN_PATH,
     AccessClaims,
     RefreshToken,
     auth_cookie_change,
     csrf_meta,
     flash_messages,
-    json_message,
     parse_set_cookies,
+    reason_given,
 )
 
 # A request the app has not answered in this long is given up (a database restart's
@@ -56,6 +63,11 @@ from .pages import (
 REQUEST_TIMEOUT = 45
 CONNECTIONS_PER_HOST = 6
 PAGE_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+# How a rotation was proven to have reached the browser (the app then counts it delivered,
+# webapp/sessions.py `authenticate`): a request signed in by the access token issued with
+# it, or by an older access token (a grace answer's) beside its refresh token.
+BY_ACCESS = "access token"
+BY_REFRESH = "refresh cookie"
 
 
 def new_cookie_jar_session(base_url: str, ca_file: str, user: User, user_agent: str) -> HttpSession:
@@ -104,9 +116,10 @@ class Visit:
 
 @dataclass(frozen=True)
 class Fetched:
-    """One session-fetch.js call: its final answer, and whether the page had to say the
-    session expired."""
+    """One session-fetch.js call: its final answer, and whether it gave up (the page then
+    shows its notice)."""
 
+    path: str
     first: Answer
     final: Answer
     expired: bool
@@ -143,12 +156,14 @@ class Browser:
     # The page its scripts run in: their Referer, and the CSRF token of its meta tag.
     page_url: str | None = None
     page_csrf: str | None = None
+    # session-fetch.js's notice on the current page (None: not shown), cleared by a navigation.
+    notice: str | None = None
     # The highest refresh counter held per session, when the jar first held each, and the
-    # (session, counter) pairs whose access token signed a request in (the app counts
-    # those rotations as delivered).
+    # (session, counter) pairs the app counts as delivered, with how the first proof came
+    # (BY_ACCESS or BY_REFRESH).
     max_counter: dict[str, int] = field(default_factory=dict)
     counter_seen_at: dict[tuple[str, int], float] = field(default_factory=dict)
-    delivered: set[tuple[str, int]] = field(default_factory=set)
+    delivered: dict[tuple[str, int], str] = field(default_factory=dict)
     # session-fetch.js's shared refresh call.
     _refresh_in_flight: AsyncResult | None = None
     _latest_refresh: AsyncResult | None = None
@@ -245,7 +260,7 @@ class Browser:
         )
         rotated, grace, cleared = auth_cookie_change(set_cookies)
         signed_in = signed_in_answer(kind, answer.status, body, answer.location)
-        self._learn(answer, access, signed_in=signed_in, rotated=rotated, grace=grace)
+        self._learn(answer, refresh, access, signed_in=signed_in, rotated=rotated, grace=grace)
         note = answer.error
         if answer.status == 503 and BUSY_WORDS in body:
             note = "busy"
@@ -274,9 +289,19 @@ class Browser:
         return answer
 
     def _learn(
-        self, answer: Answer, access: AccessClaims | None, *, signed_in: bool | None, rotated: bool, grace: bool
+        self,
+        answer: Answer,
+        refresh: RefreshToken | None,
+        access: AccessClaims | None,
+        *,
+        signed_in: bool | None,
+        rotated: bool,
+        grace: bool,
     ) -> None:
-        """What the soak needs to know later about this browser's sessions."""
+        """What the soak needs to know later about this browser's sessions, and the
+        tokens that no log line may hold."""
+        self.recorder.note_secret(REFRESH_TOKEN, answer.set_cookies.get(REFRESH_COOKIE))
+        self.recorder.note_secret(ACCESS_TOKEN, answer.set_cookies.get(ACCESS_COOKIE))
         new_refresh = RefreshToken.parse(answer.set_cookies.get(REFRESH_COOKIE))
         if new_refresh is not None:
             key = (new_refresh.session_id, new_refresh.counter)
@@ -284,9 +309,12 @@ class Browser:
             previous = self.max_counter.get(new_refresh.session_id, -1)
             self.max_counter[new_refresh.session_id] = max(previous, new_refresh.counter)
         if signed_in and access is not None and not rotated and not grace:
-            # Signed in by its access token alone: the app has recorded that this
-            # token's rotation reached the browser (sessions.touch_session).
-            self.delivered.add((access.session_id, access.counter))
+            # Signed in by its access token alone: the app has recorded that this token's
+            # rotation reached the browser, and so has the refresh cookie sent beside it
+            # when that is a later one of the same session (sessions.authenticate).
+            self.delivered.setdefault((access.session_id, access.counter), BY_ACCESS)
+            if refresh is not None and refresh.session_id == access.session_id and refresh.counter > access.counter:
+                self.delivered.setdefault((refresh.session_id, refresh.counter), BY_REFRESH)
 
     # --- pages -------------------------------------------------------------------------
 
@@ -301,10 +329,10 @@ class Browser:
             landing = self.send(
                 "GET", answer.location or SIGN_IN_PATH, kind=FORM, name="/auth/login", headers={"Accept": PAGE_ACCEPT}
             )
-            self.page_url, self.page_csrf = f"{self.base_url}{SIGN_IN_PATH}", None
+            self.page_url, self.page_csrf, self.notice = f"{self.base_url}{SIGN_IN_PATH}", None, None
             return Visit(answer, "signed_out", landing.body, page_ms)
         if answer.status == 200:
-            self.page_url, self.page_csrf = f"{self.base_url}{path}", csrf_meta(answer.body)
+            self.page_url, self.page_csrf, self.notice = f"{self.base_url}{path}", csrf_meta(answer.body), None
             return Visit(answer, "ok" if self.page_csrf else "signed_out", answer.body, page_ms)
         if answer.status in (0, 502, 503, 504):
             return Visit(answer, "unavailable", answer.body, page_ms)
@@ -336,17 +364,24 @@ class Browser:
         refreshes_before = self._refreshes_started
         first = self.send("GET", path, kind=FETCH, headers=self._script_headers())
         if first.status != 401:
-            return Fetched(first, first, expired=False)
+            return Fetched(path, first, first, expired=False)
+        reason = reason_given(first.body)
         if self._refreshes_started != refreshes_before and self._latest_refresh is not None:
             refreshed = self._latest_refresh.get()
         else:
             refreshed = self.refresh_session()
+        final = first
         if refreshed:
-            retried = self.send("GET", path, kind=FETCH, headers=self._script_headers())
-            if retried.status != 401:
-                return Fetched(first, retried, expired=False)
-            return Fetched(first, retried, expired=True)
-        return Fetched(first, first, expired=True)
+            final = self.send("GET", path, kind=FETCH, headers=self._script_headers())
+            if final.status != 401:
+                return Fetched(path, first, final, expired=False)
+        self.show_notice(reason or SCRIPT_EXPIRED_MESSAGE)
+        return Fetched(path, first, final, expired=True)
+
+    def show_notice(self, message: str) -> None:
+        """session-fetch.js's `showSessionExpired`: once per page, the first caller's words."""
+        if self.notice is None:
+            self.notice = message
 
     def refresh_session(self) -> bool:
         """`POST /auth/refresh`, one call on the wire for every caller while it runs:
@@ -371,7 +406,8 @@ class Browser:
         return self._refresh_in_flight.get()
 
     def sign_out_seen_by_scripts(self, fetched: Sequence[Fetched]) -> SignOutRecord | None:
-        """The record of the "Your session has expired" notice, if any call showed it."""
+        """The record of the page's notice, if a call gave up: its words, and the call
+        that (first, in the page's order) found the browser signed out."""
         for call in fetched:
             if call.expired:
                 first = call.first
@@ -381,12 +417,24 @@ class Browser:
                     session_id=first.session_id,
                     path=path,
                     via=VIA_SCRIPT,
-                    message=json_message(first.body),
+                    message=self.notice,
                     sent_at=first.sent_at,
                     received_at=first.received_at,
-                    detail=f"GET {path.split('?')[0]}: 401, then the refresh and retry gave {call.final.status}",
+                    detail=f"GET {call.path} on {path}: 401, then the refresh and retry gave {call.final.status}",
                 )
         return None
+
+    def follow_notice_link(self, record: SignOutRecord) -> SignOutRecord:
+        """The person clicks the notice's "Sign in again": the sign-in page, with the way
+        back to this page (`signInUrl`); the record gains what that page said."""
+        back = self.page_url.removeprefix(self.base_url) if self.page_url else "/"
+        answer = self.send(
+            "GET", f"{SIGN_IN_PATH}?next={quote(back, safe='')}", kind=FORM, headers={"Accept": PAGE_ACCEPT}
+        )
+        self.page_url, self.page_csrf, self.notice = f"{self.base_url}{SIGN_IN_PATH}", None, None
+        messages = flash_messages(answer.body) if answer.status == 200 else []
+        landing = " | ".join(messages) or (None if answer.status == 200 else f"answered {answer.status}")
+        return replace(record, landing_message=landing)
 
     def _script_headers(self) -> dict[str, str]:
         return {"Accept": "application/json", "Referer": self.page_url or f"{self.base_url}/"}

@@ -64,6 +64,7 @@ class Consistency:
     rotations: int  # the sum of every session's counter: each rotation adds one
     reasons: dict[str, int]
     reuse_sessions: frozenset[str]
+    reuse_events: int  # refresh_token_reused security events
     ended_as: dict[str, str | None]  # each session's revoked_reason (None: still active)
     skewed: int  # sessions whose last use is dated (within the tolerance) after their end
     largest_skew_ms: float
@@ -139,6 +140,7 @@ def check_sessions(rows: list[SessionRow], reuse_events: dict[str, int], seen: O
         rotations=sum(row.counter for row in rows),
         reasons=dict(Counter(row.revoked_reason or "active" for row in rows)),
         reuse_sessions=frozenset(row.public_id for row in rows if row.revoked_reason == REASON_REUSE),
+        reuse_events=sum(reuse_events.values()),
         ended_as={row.public_id: row.revoked_reason for row in rows},
         skewed=skewed,
         largest_skew_ms=largest_skew.total_seconds() * 1000,

@@ -91,10 +91,15 @@ class SignOutRecord:
     session_id: str | None
     path: str
     via: str
-    message: str | None  # what the app said why (flash or the 401's JSON message)
+    # What the browser showed first: the flash of the page it landed on, or the notice of
+    # session-fetch.js (the 401's reason when it gave one, else "Your session has expired.").
+    message: str | None
     sent_at: float
     received_at: float
     detail: str
+    # After a page script's notice: the flash of the sign-in page its "Sign in again" link
+    # opened (None: not a script's sign-out, or the link's page said nothing).
+    landing_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,9 @@ class ReplayRecord:
     session_id: str
     copied_counter: int
     victim_counter: int  # the counter of the victim's own refresh cookie when the copy was sent
-    variant: str  # "previous" (the victim's counter - 1, after the grace window), "older" or "undelivered"
+    # "previous" (the victim's counter - 1, after the grace window), "older" or
+    # "undelivered" (soak/thief.py)
+    variant: str
     copied_at: float
     sent_at: float
     received_at: float
@@ -169,6 +176,22 @@ class AlertCheckRecord:
 
 
 @dataclass(frozen=True)
+class SecretRecord:
+    """A value the soak's browsers held that no log line may contain (soak/telemetry.py)."""
+
+    kind: str  # one of SECRET_KINDS
+    value: str
+
+
+# The kinds of secret the browsers record.
+REFRESH_TOKEN = "refresh token"
+ACCESS_TOKEN = "access token"
+EMAIL = "email address"
+PASSWORD = "password"
+SECRET_KINDS = (REFRESH_TOKEN, ACCESS_TOKEN, EMAIL, PASSWORD)
+
+
+@dataclass(frozen=True)
 class SessionCounterRecord:
     """The highest refresh counter a browser ever held for a session."""
 
@@ -187,6 +210,7 @@ RECORD_TYPES: dict[str, type] = {
     "replays": ReplayRecord,
     "alert_checks": AlertCheckRecord,
     "session_counters": SessionCounterRecord,
+    "secrets": SecretRecord,
 }
 
 
@@ -203,6 +227,14 @@ class Recorder:
     replays: list[ReplayRecord] = field(default_factory=list)
     alert_checks: list[AlertCheckRecord] = field(default_factory=list)
     session_counters: list[SessionCounterRecord] = field(default_factory=list)
+    secrets: list[SecretRecord] = field(default_factory=list)
+    _secrets_noted: set[tuple[str, str]] = field(default_factory=set)
+
+    def note_secret(self, kind: str, value: str | None) -> None:
+        """Remember a token, address or password a browser held (once each)."""
+        if value and (kind, value) not in self._secrets_noted:
+            self._secrets_noted.add((kind, value))
+            self.secrets.append(SecretRecord(kind, value))
 
     def dump(self, path: Path) -> None:
         data: dict[str, Any] = {
@@ -224,6 +256,7 @@ class Observations:
     replays: tuple[ReplayRecord, ...]
     alert_checks: tuple[AlertCheckRecord, ...]
     session_counters: tuple[SessionCounterRecord, ...]
+    secrets: tuple[SecretRecord, ...]
 
     @classmethod
     def load(cls, path: Path) -> Observations:

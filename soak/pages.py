@@ -22,6 +22,8 @@ REUSE_WORDS = "a copy of this browser's sign-in was used somewhere else"
 REVOKED_WORDS = "signed out from another of your devices"
 # The sign-in form's answer when every password-check slot is taken (webapp/auth/ratelimit.py).
 BUSY_WORDS = "Signing in is busy right now"
+# What static/js/session-fetch.js's notice says when the 401 gave no reason.
+SCRIPT_EXPIRED_MESSAGE = "Your session has expired."
 
 _META_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 _INPUT = re.compile(r"<input\b[^>]*>")
@@ -122,9 +124,15 @@ def reuse_alert_dismiss_paths(devices_page: str) -> list[str]:
     return _DISMISS.findall(devices_page)
 
 
-def json_message(body: str) -> str | None:
+def reason_given(body: str) -> str | None:
+    """The server's sentence for why a session ended, from a 401 that signed the browser
+    out, as session-fetch.js's `reasonGiven` reads it: `{"error": "session_expired",
+    "message": ...}`, else None."""
     try:
         data = json.loads(body)
     except ValueError:
         return None
-    return data.get("message") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("error") != "session_expired":
+        return None
+    message = data.get("message")
+    return message if isinstance(message, str) else None

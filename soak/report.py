@@ -115,24 +115,36 @@ def render_report(
         f"caught {verdict.replays_caught}; the thief was answered "
         f"{', '.join(f'{k} ({v})' for k, v in sorted(verdict.replay_answers.items())) or '-'}. "
         f"Reuse alert seen by the victim after signing in again: {verdict.alerts_seen} of {verdict.alert_checks}.",
+        "",
+        'The replay cases (soak/thief.py): "older", two or more rotations behind the victim; "previous", one '
+        'behind, after the grace window, the rotation proven by its own access token; "undelivered", one behind, '
+        "after the grace window, while the victim kept a grace answer's access cookie beside the new refresh "
+        "cookie and was signed in with that pair (the refresh cookie proves the rotation arrived).",
     ]
-    if verdict.probe_answers:
-        lines += [
-            "",
-            'Probe, not a target (soak/thief.py, "undelivered"): the previous refresh token replayed after the grace '
-            "window while the victim holds the newer one but its access cookie is a grace answer's, so no request has "
-            "proved the rotation reached it; the README counts that as a lost answer. Answers: "
-            + ", ".join(f"{k} ({v})" for k, v in sorted(verdict.probe_answers.items()))
-            + ".",
-        ]
     script_learnt = [j for j in verdict.sign_outs if j.cause is not None and j.record.via == "script"]
     if script_learnt:
+        notices = Counter(j.record.message or "(no notice)" for j in script_learnt)
+        landings = Counter(j.record.landing_message or "(nothing)" for j in script_learnt)
         lines += [
             "",
-            f"{len(script_learnt)} expected sign-out(s) reached the browser through a page script's request: "
-            'the 401\'s JSON names the reason, but session-fetch.js shows only "Your session has expired." '
-            "and the sign-in page it links to says nothing more (the cookies are already cleared).",
+            f"{len(script_learnt)} expected sign-out(s) reached the browser through a page script's request. "
+            "The notice of session-fetch.js said: "
+            + "; ".join(f"“{k}” ({v})" for k, v in sorted(notices.items()))
+            + '. The sign-in page its "Sign in again" link opened said: '
+            + "; ".join(f"“{k}” ({v})" for k, v in sorted(landings.items()))
+            + ".",
         ]
+    untold = [j for j in verdict.sign_outs if j.cause is not None and not j.told_why]
+    lines += _listing(
+        "Expected sign-outs not told the right reason",
+        [
+            f"browser {j.record.browser} ({j.cause}, via {j.record.via}, {j.record.detail}): "
+            f"said “{j.record.message or 'nothing'}”"
+            + (f", then the sign-in page “{j.record.landing_message or 'nothing'}”" if j.record.via == "script" else "")
+            for j in untold
+        ],
+    )
+    lines += _telemetry_section(verdict)
     lines += [
         "",
         "## Database",
@@ -179,6 +191,81 @@ def render_report(
     if server_log_excerpt:
         lines += ["", "## Server log (errors)", "", "```", server_log_excerpt, "```"]
     return "\n".join(lines) + "\n"
+
+
+def _plural(noun: str, count: int) -> str:
+    if count == 1:
+        return noun
+    return noun + ("es" if noun.endswith("ss") else "s")
+
+
+def _telemetry_section(verdict: Verdict) -> list[str]:
+    t, log = verdict.telemetric, verdict.telemetry.log
+    lines = [
+        "",
+        "## Metrics and logs",
+        "",
+        "The app ran with `METRICS_TOKEN` and `LOG_FORMAT=json`. ",
+    ]
+    if t.scrape_error:
+        lines[-1] += f"**The scrape of /metrics failed**: {t.scrape_error}."
+    else:
+        statuses = ", ".join(f"{k}: {v:,.0f}" for k, v in sorted(t.responses_by_status.items()))
+        lines[-1] += (
+            f"One scrape of `/metrics` after the load (whichever worker answered, summed over every worker "
+            f"process that served, the killed one's included; without the token: {t.unauthorised_scrape}). "
+            "Responses by "
+            f"status: {statuses}."
+        )
+        lines += [
+            "",
+            "| | the app's metrics | the soak's count | |",
+            "|---|---|---|---|",
+            f"| rotations | {t.rotations_counted:,.0f} | {t.rotations_in_database:,} counter increments in the "
+            f"database (sum of `counter`) | only a rotation moves a counter (webapp/sessions.py `_advance`; a "
+            f"session starts at 0); counted after its commit, so a worker killed in between or a commit the "
+            f"restarting database took but never confirmed leaves the database ahead: at most {t.rotation_slack} "
+            "here |",
+            f"| grace answers | {t.grace_answers_counted:,.0f} | {verdict.grace_answers:,} received by the browsers "
+            "(and lost rotations sent again, which set a refresh cookie) | not a target: answers overtaken by a "
+            "sign-out or lost are only the app's |",
+            f"| reuse detections | {t.reuse_counted:,.0f} | {t.replays_caught} replays caught; "
+            f"{t.reuse_events_in_database} reuse events in the database | |",
+        ]
+        lines += [f"| {c.name} | {c.app} | {c.soak} | {c.note} |" for c in t.checks]
+    lines += [
+        "",
+        f"The log: {log.lines:,} lines, {log.app_lines:,} of the app's (JSON objects: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(log.loggers.items()))
+        + f"), {log.gunicorn_lines:,} of gunicorn's own ("
+        + (", ".join(f"{k} {v}" for k, v in sorted(log.gunicorn_levels.items())) or "none")
+        + ", with their tracebacks), told apart by gunicorn's `[time] [pid] [LEVEL]` prefix; "
+        f"{log.not_json_lines} other line(s). Looked for in every line: "
+        + ", ".join(f"{v:,} {_plural(k, v)}" for k, v in log.secrets_checked.items())
+        + " (tokens by their random parts: a refresh token's MAC, an access token's claims and signature; "
+        "addresses also by the part before the @); found: "
+        + (", ".join(f"{k} in {v} line(s)" for k, v in sorted(log.leaked_kinds.items())) or "none")
+        + ".",
+    ]
+    if log.app_warnings:
+        warnings = Counter(log.app_warnings)
+        lines += [
+            "",
+            "The app's warnings and errors (JSON lines; the first line of each message): "
+            + "; ".join(f"{k} ({v})" for k, v in warnings.most_common(SHOWN))
+            + ".",
+        ]
+    lines += _listing(
+        "Log lines that are not JSON",
+        [
+            f"line {e.first_line}, {e.lines} line(s): `{e.text}`" + (f" ... `{e.last}`" if e.lines > 1 else "")
+            for e in log.not_json
+        ],
+    )
+    lines += _listing(
+        "Log lines holding a secret", [f"line {leak.line_number} ({leak.logger}): {leak.kind}" for leak in log.leaks]
+    )
+    return lines
 
 
 def write_results(report: str) -> None:
