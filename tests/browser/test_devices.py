@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from .conftest import REFRESH_REUSE_GRACE, browser_tests
+from .test_pages import axe_violations, horizontal_overflow
 
 pytestmark = browser_tests
 
@@ -19,8 +20,9 @@ def count_refresh_calls(page) -> list:
     return calls
 
 
-def test_a_page_script_that_finds_its_device_signed_out_says_why(devices, email):
-    laptop, phone = devices(), devices()
+def test_a_page_script_that_finds_its_device_signed_out_says_why(devices, email, screenshots):
+    # The narrowest phone the pages support: the server's sentence is longer than the old one.
+    laptop, phone = devices(), devices(viewport={"width": 320, "height": 640})
     laptop.register(email)
     phone.sign_in(email)
     phone.page.wait_for_url("**/account")
@@ -38,6 +40,8 @@ def test_a_page_script_that_finds_its_device_signed_out_says_why(devices, email)
     phone.page.get_by_role("button", name="Refresh").click()
     notice = phone.page.get_by_role("alert").filter(has_text="This device was signed out from another of your devices.")
     notice.wait_for()
+    assert horizontal_overflow(phone.page)[0] <= 320 and axe_violations(phone.page) == []
+    phone.page.screenshot(path=screenshots / "session-signed-out-by-script-320.png", full_page=True)
     # And so does the sign-in page its link leads to.
     notice.get_by_role("link", name="Sign in again").click()
     phone.page.wait_for_url(SIGN_IN_TO_ACCOUNT)
