@@ -56,6 +56,7 @@ from .pages import (
     flash_messages,
     parse_set_cookies,
     reason_given,
+    reason_named,
 )
 
 # A request the app has not answered in this long is given up (a database restart's
@@ -156,8 +157,10 @@ class Browser:
     # The page its scripts run in: their Referer, and the CSRF token of its meta tag.
     page_url: str | None = None
     page_csrf: str | None = None
-    # session-fetch.js's notice on the current page (None: not shown), cleared by a navigation.
+    # session-fetch.js's notice on the current page (None: not shown), cleared by a navigation,
+    # and the reason's name its link to the sign-in page carries.
     notice: str | None = None
+    notice_why: str | None = None
     # The highest refresh counter held per session, when the jar first held each, and the
     # (session, counter) pairs the app counts as delivered, with how the first proof came
     # (BY_ACCESS or BY_REFRESH).
@@ -375,13 +378,14 @@ class Browser:
             final = self.send("GET", path, kind=FETCH, headers=self._script_headers())
             if final.status != 401:
                 return Fetched(path, first, final, expired=False)
-        self.show_notice(reason or SCRIPT_EXPIRED_MESSAGE)
+        self.show_notice(reason or SCRIPT_EXPIRED_MESSAGE, reason_named(first.body) if reason else None)
         return Fetched(path, first, final, expired=True)
 
-    def show_notice(self, message: str) -> None:
-        """session-fetch.js's `showSessionExpired`: once per page, the first caller's words."""
+    def show_notice(self, message: str, why: str | None = None) -> None:
+        """session-fetch.js's `showSessionExpired`: once per page, the first caller's words,
+        and the reason's name its "Sign in again" link carries."""
         if self.notice is None:
-            self.notice = message
+            self.notice, self.notice_why = message, why
 
     def refresh_session(self) -> bool:
         """`POST /auth/refresh`, one call on the wire for every caller while it runs:
@@ -428,8 +432,9 @@ class Browser:
         """The person clicks the notice's "Sign in again": the sign-in page, with the way
         back to this page (`signInUrl`); the record gains what that page said."""
         back = self.page_url.removeprefix(self.base_url) if self.page_url else "/"
+        why = f"&why={quote(self.notice_why, safe='')}" if self.notice_why else ""
         answer = self.send(
-            "GET", f"{SIGN_IN_PATH}?next={quote(back, safe='')}", kind=FORM, headers={"Accept": PAGE_ACCEPT}
+            "GET", f"{SIGN_IN_PATH}?next={quote(back, safe='')}{why}", kind=FORM, headers={"Accept": PAGE_ACCEPT}
         )
         self.page_url, self.page_csrf, self.notice = f"{self.base_url}{SIGN_IN_PATH}", None, None
         messages = flash_messages(answer.body) if answer.status == 200 else []

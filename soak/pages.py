@@ -136,3 +136,16 @@ def reason_given(body: str) -> str | None:
         return None
     message = data.get("message")
     return message if isinstance(message, str) else None
+
+
+def reason_named(body: str) -> str | None:
+    """The name of that reason (`"reason": "revoked_by_user"`), which session-fetch.js's
+    "Sign in again" link passes on as `?why=`, else None."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("error") != "session_expired":
+        return None
+    reason = data.get("reason")
+    return reason if isinstance(reason, str) else None

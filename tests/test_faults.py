@@ -158,6 +158,40 @@ def test_the_database_going_away_after_the_last_query_is_not_a_500(migrated_post
         db.engine.dispose()
 
 
+def test_a_closing_rollback_that_fails_gives_its_connection_back(app, client):
+    """Not a lost connection (SQLAlchemy would throw that one away itself): a rollback the
+    driver refuses at the end of a request. The answer still goes out, and the connection
+    is not left checked out of the pool, request after request."""
+    armed = []
+
+    @app.after_request
+    def refuse_the_next_rollback(response):
+        armed.append(True)
+        return response
+
+    AuthActions(client).register()
+    armed.clear()
+    with app.app_context():
+        dialect, pool = db.engine.dialect, db.engine.pool
+    original = dialect.do_rollback
+
+    def refusing_rollback(dbapi_connection):
+        if armed:
+            armed.clear()
+            raise dialect.loaded_dbapi.OperationalError("rollback refused (not a disconnect)")
+        return original(dbapi_connection)
+
+    dialect.do_rollback = refusing_rollback
+    try:
+        checked_out = []
+        for _ in range(3):
+            assert client.get("/account/sessions").status_code == 200
+            checked_out.append(pool.checkedout())
+    finally:
+        dialect.do_rollback = original
+    assert checked_out == [0, 0, 0]
+
+
 # --- the rate-limit store goes away --------------------------------------------------------
 
 

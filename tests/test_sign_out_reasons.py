@@ -62,10 +62,40 @@ def test_a_script_request_that_finds_the_device_signed_out_is_told_why_and_so_is
     assert answer.json == {
         "error": "session_expired",
         "message": "This device was signed out from another of your devices.",
+        "reason": "revoked_by_user",
     }
-    # The sign-in page the script's notice links to says it once more.
-    told = flashes(phone.get("/auth/login?next=/account"))
+    # The sign-in page the script's notice links to (naming the reason) says it once more.
+    told = flashes(phone.get("/auth/login?next=/account&why=revoked_by_user"))
     assert told == ["This device was signed out from another of your devices."]
+
+
+def test_a_late_script_answer_brings_no_old_message_back_after_signing_in_again(app, clock, laptop):
+    """The open page fires two scripts; the slow one's 401 lands after the person went to
+    sign in. Whatever that answer sets must not greet the new session with the old news."""
+    phone = sign_in(app)
+    phone.get("/account")
+    post(laptop, f"/account/sessions/{session_id_of(phone)}/revoke")
+    clock.advance(app.config["ACCESS_TOKEN_TTL"] + 1)
+    slow = app.test_client()  # the same browser's cookies, in a request still on its way
+    for name in ("session", "access_token", "refresh_token"):
+        slow.set_cookie(name, cookie_value(phone, name))
+
+    assert phone.get("/api/session").status_code == 401
+    sign_in_page = phone.get("/auth/login?next=/account&why=revoked_by_user")
+    assert flashes(sign_in_page) == ["This device was signed out from another of your devices."]
+    assert slow.get("/api/security-events").status_code == 401  # lands now
+    if slow.get_cookie("session") is not None:  # whatever it set, the browser keeps
+        phone.set_cookie("session", cookie_value(slow, "session"))
+    form = {"email": "alice@example.com", "password": PASSWORD, "csrf_token": csrf_token_from(sign_in_page.data)}
+    assert phone.post("/auth/login?next=/account", data=form).status_code == 302
+    assert flashes(phone.get("/account")) == []
+
+
+def test_the_sign_in_page_names_only_reasons_of_its_own(app):
+    visitor = app.test_client()
+    assert flashes(visitor.get("/auth/login?why=<script>alert(1)</script>")) == []
+    assert flashes(visitor.get("/auth/login?why=")) == []
+    assert flashes(visitor.get("/auth/login?why=expired")) == ["Your session has expired. Please sign in again."]
 
 
 def test_signed_out_from_another_device(app, clock, laptop):

@@ -54,10 +54,11 @@ def wait_in_words(seconds: int) -> str:
     return f"in {math.ceil(minutes / 60)} hours"
 
 
-def error_response(status: int, message: str, *, code: str | None = None) -> Response:
+def error_response(status: int, message: str, *, code: str | None = None, **details: str) -> Response:
+    """A page, or under /api/ and for scripts `{"error": code, "message": ..., **details}`."""
     title = TITLES.get(status, "Error")
     if wants_json():
-        response = jsonify(error=code or title.lower().replace(" ", "_"), message=message)
+        response = jsonify(error=code or title.lower().replace(" ", "_"), message=message, **details)
     else:
         response = make_response(render_template("error.html", status=status, title=title, message=message))
     response.status_code = status
@@ -121,12 +122,22 @@ def register_error_handlers(app: Flask) -> None:
 def put_the_database_session_away(exception: BaseException | None) -> None:
     """At the end of every request: close the ORM session, as Flask-SQLAlchemy does, but
     without failing the request when the database went away after its last query (a
-    server restart between the view and this rollback). The answer is made by then; a
-    500 now would be an outage of ours shown as a crash. The dead connection is thrown
-    away and the next request gets a fresh one."""
+    server restart between the view and the closing rollback). The answer is made by
+    then; a 500 now would be an outage of ours shown as a crash. The connection the
+    rollback failed on is thrown away, and the next request gets a fresh one."""
+    session, connection = db.session(), None
     try:
-        db.session.remove()
+        if session.in_transaction():
+            # Taken before closing: a failed close has already let go of its transaction.
+            connection = session.connection()
+        session.close()
     except DBAPIError as error:
-        log.warning("database connection lost at the end of a request: %s", error)
-        db.session().invalidate()  # the session itself: the scoped proxy has no invalidate
+        if error.connection_invalidated:
+            log.warning("database connection lost at the end of a request: %s", error)
+        else:
+            log.error("rollback failed at the end of a request: %s", error)
+        if connection is not None:
+            connection.invalidate()
+            connection.close()
+    finally:
         db.session.remove()

@@ -208,8 +208,14 @@ def use_log_format(app_logger: logging.Logger, *, json_lines: bool) -> None:
         if isinstance(handler, JsonLogHandler):
             root.removeHandler(handler)
             had_json = True
+    # The development server's own request lines hold whole paths, recovery-link tokens
+    # included: with JSON lines, ours (one per request, route patterns) stand in for them.
+    development_server = logging.getLogger("werkzeug")
     if json_lines:
         app_logger.removeHandler(default_handler)
         root.addHandler(JsonLogHandler())
-    elif had_json and default_handler not in app_logger.handlers:
-        app_logger.addHandler(default_handler)
+        development_server.setLevel(logging.WARNING)
+    elif had_json:
+        development_server.setLevel(logging.NOTSET)
+        if default_handler not in app_logger.handlers:
+            app_logger.addHandler(default_handler)

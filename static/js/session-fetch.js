@@ -7,7 +7,8 @@
 //   3. otherwise show why the session is over (the server's words when its 401 gives a
 //      reason, such as "This device was signed out from another of your devices.";
 //      "Your session has expired." when not) with a link to sign in again that comes
-//      back to this page, and reject with SessionExpiredError.
+//      back to this page (and names the reason, which the sign-in page repeats), and
+//      reject with SessionExpiredError.
 // 401s that arrive together share one refresh call, so a page that fires ten requests
 // does not rotate the refresh token ten times.
 //
@@ -88,19 +89,27 @@ export function refreshSession() {
   return refreshInFlight;
 }
 
-/** Where "sign in again" goes: the sign-in page, then back to this page. */
-export function signInUrl(location = window.location) {
-  return `${SIGN_IN_URL}?next=${encodeURIComponent(location.pathname + location.search)}`;
+/**
+ * Where "sign in again" goes: the sign-in page, then back to this page; with `why`, the
+ * reason's name, which the sign-in page puts into words again.
+ */
+export function signInUrl(location = window.location, why = null) {
+  const next = `${SIGN_IN_URL}?next=${encodeURIComponent(location.pathname + location.search)}`;
+  return why ? `${next}&why=${encodeURIComponent(why)}` : next;
 }
 
 /**
- * The server's sentence for why this session ended, from a 401 that signed the browser
- * out (`{"error": "session_expired", "message": ...}`), or null.
+ * Why this session ended, from a 401 that signed the browser out
+ * (`{"error": "session_expired", "message": ..., "reason": ...}`): the server's sentence
+ * and the reason's name, or null.
  */
 async function reasonGiven(response) {
   try {
     const body = await response.clone().json();
-    return body.error === "session_expired" && typeof body.message === "string" ? body.message : null;
+    if (body.error !== "session_expired" || typeof body.message !== "string") {
+      return null;
+    }
+    return { message: body.message, reason: typeof body.reason === "string" ? body.reason : null };
   } catch {
     return null;
   }
@@ -108,9 +117,10 @@ async function reasonGiven(response) {
 
 /**
  * Show the "session expired" notice (once) at the top of <main>, saying `message` (why
- * the session ended), and tell the page with a `session:expired` event on document.
+ * the session ended; `why` is its name, for the sign-in page), and tell the page with a
+ * `session:expired` event on document.
  */
-export function showSessionExpired(message = SESSION_EXPIRED_MESSAGE) {
+export function showSessionExpired(message = SESSION_EXPIRED_MESSAGE, why = null) {
   let notice = document.querySelector("[data-session-expired]");
   if (notice !== null) {
     return notice;
@@ -120,7 +130,7 @@ export function showSessionExpired(message = SESSION_EXPIRED_MESSAGE) {
   notice.setAttribute("role", "alert");
   notice.dataset.sessionExpired = "";
   const link = document.createElement("a");
-  link.href = signInUrl();
+  link.href = signInUrl(window.location, why);
   link.textContent = "Sign in again";
   link.dataset.testid = "sign-in-again";
   notice.append(`${message} `, link, " to pick up where you left off.");
@@ -151,6 +161,6 @@ export async function sessionFetch(input, init) {
       return retried;
     }
   }
-  showSessionExpired(reason || SESSION_EXPIRED_MESSAGE);
+  showSessionExpired(reason ? reason.message : SESSION_EXPIRED_MESSAGE, reason && reason.reason);
   throw new SessionExpiredError();
 }

@@ -44,7 +44,7 @@ def test_a_page_script_that_finds_its_device_signed_out_says_why(devices, email,
     phone.page.screenshot(path=screenshots / "session-signed-out-by-script-320.png", full_page=True)
     # And so does the sign-in page its link leads to.
     notice.get_by_role("link", name="Sign in again").click()
-    phone.page.wait_for_url(SIGN_IN_TO_ACCOUNT)
+    phone.page.wait_for_url(re.compile(r"/auth/login\?next=%2Faccount&why=revoked_by_user$"))
     assert phone.page.get_by_text("signed out from another of your devices").is_visible()
 
 

@@ -96,11 +96,12 @@ def authenticate_request() -> None:
         sign_in_from_bearer_token(auth, request.headers["Authorization"])
     else:
         sign_in_from_cookies(auth)
-        if auth.sign_out_reason is not None:
+        if auth.sign_out_reason is not None and not wants_json():
             # Whatever page this browser lands on (a protected one sends it to sign in,
-            # the home page shows itself) says why it was signed out; so does the page a
-            # script's request found out on, which goes to sign in next. A forged cookie
-            # had no session to speak of: nothing is said.
+            # the home page shows itself) says why it was signed out. A forged cookie
+            # had no session to speak of: nothing is said. A script's request is told in
+            # its 401 instead (`login_required`): a flash stored by a script's late answer
+            # could come back on a later page, after the person signed in again.
             flash(*sign_out_message(auth.sign_out_reason))
 
 
@@ -266,8 +267,11 @@ def login_required(view):
             return response
         if wants_json():
             if auth.refresh_rejected:
+                # The reason's name too: the page's notice links to the sign-in page with
+                # it (`?why=`), which then says the same (auth/views.py).
                 message, _ = sign_out_message(auth.sign_out_reason)
-                return error_response(401, message, code="session_expired")
+                reason = {"reason": auth.sign_out_reason.value} if auth.sign_out_reason else {}
+                return error_response(401, message, code="session_expired", **reason)
             return error_response(401, "Sign in first.", code="not_signed_in")
         # A browser that was just signed out has been told why (authenticate_request).
         return redirect(url_for("auth.login", next=request_path_with_query()))

@@ -11,12 +11,19 @@ from ..errors import error_response
 from ..extensions import db
 from ..metrics import SignInOutcome, current_metrics
 from ..models import User
-from ..sessions import IssuedTokens
+from ..sessions import EndReason, IssuedTokens
 from . import cookies
 from .csrf import renew_csrf_secret
 from .device_cookie import device_nonce, remember_device
 from .forms import LoginForm, RegisterForm
-from .hooks import current_device, current_policy, current_time, rotate_from_cookie, safe_next_url
+from .hooks import (
+    current_device,
+    current_policy,
+    current_time,
+    rotate_from_cookie,
+    safe_next_url,
+    sign_out_message,
+)
 from .ratelimit import note_failed_sign_in, sign_in_attempt
 from .request_auth import current_auth
 
@@ -82,6 +89,8 @@ def login():
     next_url = safe_next_url(request.args.get("next"), url_for("account.profile"))
     if current_auth().signed_in is not None:
         return redirect(next_url)
+    if request.method == "GET":
+        say_why_signed_out(request.args.get("why"))
     form = LoginForm()
     if form.validate_on_submit():
         # Counted once the form is valid (auth/ratelimit.py): a 429 or a 503 from here.
@@ -110,6 +119,17 @@ def login():
                 notices.new_sign_in(user, device=current_device(), now=current_time())
             return redirect(next_url)
     return render_template("auth/login.html", form=form)
+
+
+def say_why_signed_out(why: str | None) -> None:
+    """`?why=<reason>`: a page's script found this browser signed out and links here
+    (static/js/session-fetch.js); say what it said. Only our own sentences, by name: a
+    link from elsewhere can choose which of them, and nothing else."""
+    try:
+        reason = EndReason(why or "")
+    except ValueError:
+        return
+    flash(*sign_out_message(reason))
 
 
 @bp.post("/logout")
