@@ -23,9 +23,7 @@ from datetime import datetime, timedelta
 
 from flask import Blueprint, render_template, request
 
-from webapp.account.activity import event_explanation
-from webapp.account.events import event_label, is_alarming
-from webapp.account.views import SECURITY_EVENTS_ON_PROFILE, EventRow, Moment
+from webapp.account.views import SECURITY_EVENTS_ON_PROFILE, Moment, event_rows
 from webapp.devices import device_kind, device_words
 from webapp.security_events import EventKind
 
@@ -98,23 +96,6 @@ def stored_activity(before: datetime) -> tuple[StoredEvent, ...]:
     )
 
 
-def activity_rows(events: Iterable[StoredEvent], now: datetime) -> list[EventRow]:
-    """The rows as ours builds them (`security_activity` in webapp/account/views.py)."""
-    return [
-        EventRow(
-            kind=event.kind,
-            label=event_label(event.kind),
-            explanation=event_explanation(event.kind),
-            alarming=is_alarming(event.kind),
-            at=Moment.of(event.created_at, now),
-            device=device_words(event.user_agent, client_name=event.client_name),
-            ip_address=event.ip_address,
-            this_session=False,
-        )
-        for event in events
-    ]
-
-
 @dataclass(frozen=True)
 class PageTimes:
     """The session's times as the page shows them."""
@@ -147,7 +128,8 @@ def render_account_page(
         idle_expires_at=Moment.ahead(times.idle_expires_at, now),
         expires_at=Moment.ahead(times.expires_at, now),
         persistent=times.persistent,
-        events=activity_rows(activity, now),
+        # The rows as ours builds them (webapp/account/views.py), from the peer's own.
+        events=event_rows(activity, session_id=None, now=now),
     )
 
 

@@ -128,24 +128,21 @@ def reason_given(body: str) -> str | None:
     """The server's sentence for why a session ended, from a 401 that signed the browser
     out, as session-fetch.js's `reasonGiven` reads it: `{"error": "session_expired",
     "message": ...}`, else None."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("error") != "session_expired":
-        return None
-    message = data.get("message")
-    return message if isinstance(message, str) else None
+    return _session_expired_field(body, "message")
 
 
 def reason_named(body: str) -> str | None:
     """The name of that reason (`"reason": "revoked_by_user"`), which session-fetch.js's
     "Sign in again" link passes on as `?why=`, else None."""
+    return _session_expired_field(body, "reason")
+
+
+def _session_expired_field(body: str, name: str) -> str | None:
     try:
         data = json.loads(body)
     except ValueError:
         return None
     if not isinstance(data, dict) or data.get("error") != "session_expired":
         return None
-    reason = data.get("reason")
-    return reason if isinstance(reason, str) else None
+    value = data.get(name)
+    return value if isinstance(value, str) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,6 +93,12 @@ def security_activity(
 ) -> list[EventRow]:
     """The user's latest security events as both pages list them, newest first (read on
     `source`, by default the request's ORM session)."""
+    events = list_security_events(source or db.session, user_id=user_id, limit=limit)
+    return event_rows(events, session_id=session_id, now=now)
+
+
+def event_rows(events: Iterable, *, session_id: str | None, now: datetime) -> list[EventRow]:
+    """Security events (anything with their attributes) as the pages list them."""
     return [
         EventRow(
             kind=event.kind,
@@ -101,9 +108,9 @@ def security_activity(
             at=Moment.of(event.created_at, now),
             device=device_words(event.user_agent, client_name=event.client_name),
             ip_address=event.ip_address,
-            this_session=event.session_public_id == session_id,
+            this_session=session_id is not None and event.session_public_id == session_id,
         )
-        for event in list_security_events(source or db.session, user_id=user_id, limit=limit)
+        for event in events
     ]
 
 
