@@ -125,6 +125,8 @@ def put_the_database_session_away(exception: BaseException | None) -> None:
     server restart between the view and the closing rollback). The answer is made by
     then; a 500 now would be an outage of ours shown as a crash. The connection the
     rollback failed on is thrown away, and the next request gets a fresh one."""
+    if not db.session.registry.has():
+        return  # this request used no ORM session: there is nothing to close (and none to make)
     session, connection = db.session(), None
     try:
         if session.in_transaction():
