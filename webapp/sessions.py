@@ -459,8 +459,10 @@ def authenticate(
     row = session_queries.find_active_session(source, session_id=claims.session_id, user_id=claims.user_id, now=now)
     if row is None:
         raise SessionInactive(claims.session_id)
-    first_proof = row.delivered_counter < row.counter and (
-        claims.counter == row.counter or _holds_current_refresh_token(refresh_token, claims.session_id, row, policy)
+    undelivered = row.delivered_counter < row.counter
+    first_proof = undelivered and (
+        claims.counter == row.counter
+        or _is_refresh_token_for(refresh_token, claims.session_id, row.counter, policy=policy)
     )
     return SignedIn(
         user_id=claims.user_id,
@@ -476,11 +478,12 @@ def authenticate(
     )
 
 
-def _holds_current_refresh_token(token: str | None, session_id: str, row, policy: SessionPolicy) -> bool:
+def _is_refresh_token_for(token: str | None, session_id: str, counter: int, *, policy: SessionPolicy) -> bool:
+    """Whether `token` is a genuine refresh token of `session_id` at `counter`."""
     if not token:
         return False
     try:
-        return tokens.parse_refresh_token(token, keys=policy.keys) == (session_id, row.counter)
+        return tokens.parse_refresh_token(token, keys=policy.keys) == (session_id, counter)
     except tokens.InvalidToken:
         return False
 
